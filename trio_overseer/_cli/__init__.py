@@ -1,0 +1,1 @@
+"""Command-line interface of trio-overseer (``trio-overseer start [-c FILE]``)."""

@@ -1,0 +1,869 @@
+"""Config files of the ``trio-overseer`` command-line tool.
+
+Pure parsing: this module turns a config file into a list of `ProcSpec`
+objects and never starts anything.  Three formats are understood:
+
+* YAML (``overseer.yml``), compatible with the Go tool ShinyTrinkets/overseer::
+
+      web:
+        cmd: python3 -m http.server 8000   # split like a shell would
+        cwd: ./public                      # relative to this file
+        env: [GREETING=hi]                 # added to the inherited environment
+        delay: 500                         # milliseconds before the first start
+        retry: 3                           # restarts after a failure
+        group: frontend
+        stop_signal: SIGINT
+        stop_timeout: 5                    # seconds before escalating to SIGKILL
+
+* TOML (``overseer.toml``), the same keys under ``[procs.ID]`` tables.
+* Procfile (``name: command`` lines, as honcho and hivemind read them), with
+  an optional ``.env`` file beside it applied to every proc.
+
+Every problem found in a file is collected in one pass and reported together
+in a single `ConfigError`, so that a user fixes a config in one round trip
+instead of one error at a time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import os
+import re
+import shlex
+import signal
+import tomllib
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+__all__ = [
+    "CONFIG_FILE_NAMES",
+    "ConfigError",
+    "ProcSpec",
+    "describe",
+    "find_config",
+    "load_config",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File names `find_config` looks for, in order of preference.
+CONFIG_FILE_NAMES: tuple[str, ...] = (
+    "overseer.yml",
+    "config.yml",
+    "Procfile",
+    "overseer.yaml",
+    "overseer.toml",
+)
+
+#: Keys allowed in a proc's settings (YAML and TOML).
+_FIELDS: tuple[str, ...] = (
+    "cmd",
+    "cwd",
+    "env",
+    "delay",
+    "retry",
+    "group",
+    "stop_signal",
+    "stop_timeout",
+)
+
+_Format = Literal["yaml", "toml", "procfile"]
+
+# Procfile line and proc name, as honcho reads them.
+_PROCFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_PROCFILE_LINE = re.compile(r"([A-Za-z0-9_-]+):\s*(.*)")
+# A .env variable name, as POSIX shells accept them.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# tomllib's wording for a table declared twice, used to name the proc.
+_TOML_DUPLICATE = re.compile(r"Cannot declare \('procs', '([^']*)'\) twice")
+
+
+class ConfigError(ValueError):
+    """A config file could not be found, read or understood.
+
+    ``problems`` holds every problem found, each naming the file and, where
+    relevant, the proc and field; ``str()`` lists them one per line.
+    """
+
+    problems: list[str]
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if not self.problems:
+            raise ValueError("ConfigError needs at least one problem")
+        super().__init__("\n".join(self.problems))
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[str]]]:
+        """Keep ``problems`` intact across pickling (e.g. to a worker process)."""
+        return (type(self), (self.problems,))
+
+
+@attrs.frozen
+class ProcSpec:
+    """One process to supervise, as described by a config file.
+
+    ``env`` only holds the variables the config adds on top of the inherited
+    environment.  ``delay`` is in seconds (config files give milliseconds).
+    ``stop_timeout`` is None when the config leaves it to the supervisor.
+    """
+
+    id: str
+    argv: tuple[str, ...]
+    cwd: str | None = None
+    env: dict[str, str] = attrs.field(factory=dict, hash=False)
+    delay: float = 0.0
+    retry: int = 0
+    group: str = ""
+    stop_signal: int = int(signal.SIGTERM)
+    stop_timeout: float | None = None
+    source: str = ""
+
+
+# --------------------------------------------------------------------------
+# Public entry points
+
+
+def find_config(directory: Path) -> Path:
+    """Return the config file to use in ``directory``.
+
+    Looks for the names in `CONFIG_FILE_NAMES`, in that order, so that an
+    explicit ``overseer.yml`` wins over a Procfile kept for other tools.
+    """
+    for name in CONFIG_FILE_NAMES:
+        candidate = directory / name
+        if candidate.is_file():
+            logger.debug("using config file %s", candidate)
+            return candidate
+    raise ConfigError(
+        f"{directory}: no config file found (looked for {', '.join(CONFIG_FILE_NAMES)})"
+    )
+
+
+def load_config(path: Path) -> list[ProcSpec]:
+    """Parse the config file at ``path`` into proc specs, in file order.
+
+    The format is chosen by file name (``.yml``/``.yaml``, ``.toml``,
+    ``Procfile``/``Procfile.*``), otherwise guessed from the content.
+    Raises `ConfigError` listing every problem found.
+    """
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read config file: {_os_error(exc)}") from None
+
+    fmt = _detect_format(path, text)
+    logger.debug("reading %s as %s", source, fmt)
+    problems = _Problems(source)
+    if fmt == "procfile":
+        specs = _parse_procfile(path, text, problems)
+    else:
+        raw = _read_yaml(text, problems) if fmt == "yaml" else _read_toml(text, problems)
+        specs = _build_specs(path, raw, problems) if raw is not None else []
+    if not problems and not specs:
+        problems.add("no procs defined")
+    problems.raise_if_any()
+    logger.debug("loaded %d procs from %s", len(specs), source)
+    return specs
+
+
+def describe(spec: ProcSpec) -> str:
+    """Render ``spec`` on one line for humans, e.g. for ``trio-overseer check``.
+
+    The command is quoted so it could be pasted into a shell; settings that
+    differ from the defaults follow in brackets.
+    """
+    extras: list[str] = []
+    if spec.cwd is not None:
+        extras.append(f"cwd={_quote(spec.cwd)}")
+    if spec.env:
+        extras.append("env=" + " ".join(f"{k}={_quote(v)}" for k, v in spec.env.items()))
+    if spec.delay:
+        extras.append(f"delay={spec.delay:g}s")
+    if spec.retry:
+        extras.append(f"retry={spec.retry}")
+    if spec.group:
+        extras.append(f"group={_quote(spec.group)}")
+    if spec.stop_signal != signal.SIGTERM:
+        extras.append(f"stop_signal={_signal_name(spec.stop_signal)}")
+    if spec.stop_timeout is not None:
+        extras.append(f"stop_timeout={spec.stop_timeout:g}s")
+    command = " ".join(_quote(arg) for arg in spec.argv)
+    return f"{command}  [{'; '.join(extras)}]" if extras else command
+
+
+# --------------------------------------------------------------------------
+# Problem collection
+
+
+class _Problems:
+    """Accumulates problems for one file, each prefixed with where it is."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.messages: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+    def add(
+        self,
+        message: str,
+        *,
+        proc: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        """Record ``message`` located at the given line / proc / field."""
+        parts = [self.source]
+        if line is not None:
+            parts.append(f"line {line}")
+        if proc is not None:
+            parts.append(f"proc {proc!r}")
+        if field is not None:
+            parts.append(f"field {field!r}")
+        parts.append(message)
+        self.messages.append(": ".join(parts))
+
+    def extend(self, other: _Problems) -> None:
+        """Take over the problems of another file (e.g. a ``.env``)."""
+        self.messages.extend(other.messages)
+
+    def raise_if_any(self) -> None:
+        """Raise one `ConfigError` holding everything collected so far."""
+        if self.messages:
+            raise ConfigError(self.messages)
+
+
+class _Invalid(Exception):
+    """Internal: a single field value is wrong; the message says why."""
+
+
+# --------------------------------------------------------------------------
+# Format detection
+
+
+def _detect_format(path: Path, text: str) -> _Format:
+    """Pick the format from the file name, or failing that, the content."""
+    suffix = path.suffix.lower()
+    if suffix in (".yml", ".yaml"):
+        return "yaml"
+    if suffix == ".toml":
+        return "toml"
+    name = path.name.lower()
+    if name == "procfile" or name.startswith("procfile."):
+        return "procfile"
+    return _sniff_format(text)
+
+
+def _sniff_format(text: str) -> _Format:
+    """Guess the format of a file with an unhelpful name.
+
+    TOML if it parses as TOML with a ``procs`` table; Procfile if every
+    meaningful line is an unindented ``name: command``; YAML otherwise
+    (which also gives the most useful syntax errors).
+    """
+    try:
+        if isinstance(tomllib.loads(text).get("procs"), dict):
+            return "toml"
+    except tomllib.TOMLDecodeError:
+        pass
+    lines = [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if lines and all(_looks_like_procfile_line(line) for line in lines):
+        return "procfile"
+    return "yaml"
+
+
+def _looks_like_procfile_line(line: str) -> bool:
+    """True for ``name: command`` that is not also a nested YAML mapping."""
+    match = _PROCFILE_LINE.fullmatch(line.rstrip())
+    return match is not None and match.group(2)[:1] not in ("", "{", "[", "|", ">", "&", "*")
+
+
+# --------------------------------------------------------------------------
+# YAML
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that notes duplicate mapping keys instead of letting the
+    last one silently win (PyYAML's default), so they can be reported.
+
+    Duplicates are recorded rather than raised so that all of them, and all
+    other problems, are reported in one go.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        #: (mapping node, duplicate key, its line, line of the first occurrence)
+        self.duplicates: list[tuple[MappingNode, Hashable, int, int]] = []
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        """Construct the mapping, recording any key given more than once."""
+        seen: dict[Hashable, int] = {}
+        # Look at the explicit keys only: keys brought in by a `<<` merge
+        # are meant to be overridden.
+        for key_node, _value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeConstructor reports unhashable keys itself.
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                self.duplicates.append((node, key, line, seen[key]))
+            else:
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(text: str, problems: _Problems) -> Mapping[Any, Any] | None:
+    """Load YAML text, reporting syntax errors and duplicate keys.
+
+    Returns the top-level mapping, or None when there is nothing usable.
+    """
+    loader = _UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        problems.add(_yaml_error_message(exc), line=_yaml_error_line(exc))
+        return None
+    except yaml.YAMLError as exc:
+        problems.add(f"invalid YAML: {exc}")
+        return None
+    finally:
+        loader.dispose()
+
+    if data is None:
+        problems.add("file is empty (no procs defined)")
+        return None
+    if not isinstance(data, dict):
+        problems.add(f"top level must be a mapping of proc id to settings, got {_type_name(data)}")
+        return None
+    assert root is not None
+    for node, key, line, first_line in loader.duplicates:
+        proc, field = _locate_yaml_mapping(root, node)
+        if node is root:
+            problems.add(
+                f"duplicate proc id (first defined on line {first_line})", proc=str(key), line=line
+            )
+        elif proc is not None and field is None:
+            problems.add(
+                f"duplicate field (first given on line {first_line})",
+                proc=proc,
+                field=str(key),
+                line=line,
+            )
+        else:
+            problems.add(
+                f"duplicate key {key!r} (first given on line {first_line})",
+                proc=proc,
+                field=field,
+                line=line,
+            )
+    return data
+
+
+def _locate_yaml_mapping(root: Node, node: MappingNode) -> tuple[str | None, str | None]:
+    """Name the proc (and field) whose value is the mapping ``node``."""
+    if not isinstance(root, MappingNode) or node is root:
+        return None, None
+    for proc_key, proc_value in root.value:
+        proc = _scalar_text(proc_key)
+        if proc_value is node:
+            return proc, None
+        if isinstance(proc_value, MappingNode):
+            for field_key, field_value in proc_value.value:
+                if _contains(field_value, node):
+                    return proc, _scalar_text(field_key)
+    return None, None
+
+
+def _contains(tree: Node, node: Node) -> bool:
+    """True if ``node`` is ``tree`` or nested anywhere inside it."""
+    stack = [tree]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if current is node:
+            return True
+        if id(current) in seen:  # aliases can make the tree a graph
+            continue
+        seen.add(id(current))
+        if isinstance(current, MappingNode):
+            for key, value in current.value:
+                stack.extend((key, value))
+        elif not isinstance(current, ScalarNode):
+            stack.extend(current.value)
+    return False
+
+
+def _scalar_text(node: Node) -> str | None:
+    """The text of a scalar node, None for collections."""
+    return str(node.value) if isinstance(node, ScalarNode) else None
+
+
+def _yaml_error_message(exc: yaml.MarkedYAMLError) -> str:
+    """A one-line rendering of a PyYAML syntax error."""
+    parts = [p for p in (exc.context, exc.problem) if p]
+    return "invalid YAML: " + (", ".join(parts) if parts else "syntax error")
+
+
+def _yaml_error_line(exc: yaml.MarkedYAMLError) -> int | None:
+    """The 1-based line a PyYAML error points at, if any."""
+    mark = exc.problem_mark or exc.context_mark
+    return mark.line + 1 if mark is not None else None
+
+
+# --------------------------------------------------------------------------
+# TOML
+
+
+def _read_toml(text: str, problems: _Problems) -> Mapping[Any, Any] | None:
+    """Load TOML text and return its ``procs`` table, or None on problems."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        duplicate = _TOML_DUPLICATE.search(message)
+        if duplicate is not None:
+            problems.add(f"duplicate proc id ({message})", proc=duplicate.group(1))
+        else:
+            problems.add(f"invalid TOML: {message}")
+        return None
+
+    if not data:
+        problems.add("file is empty (no procs defined)")
+        return None
+    for key in data:
+        if key != "procs":
+            problems.add(f"unknown top-level key {key!r} (procs go in [procs.ID] tables)")
+    procs = data.get("procs")
+    if procs is None:
+        if not problems:
+            problems.add("no [procs.ID] tables found")
+        return None
+    if not isinstance(procs, dict):
+        problems.add(f"'procs' must be a table of proc tables, got {_type_name(procs)}")
+        return None
+    return procs
+
+
+# --------------------------------------------------------------------------
+# YAML and TOML settings
+
+
+def _build_specs(path: Path, raw: Mapping[Any, Any], problems: _Problems) -> list[ProcSpec]:
+    """Validate each ``id: {settings}`` entry and build its `ProcSpec`."""
+    specs: list[ProcSpec] = []
+    for raw_id, settings in raw.items():
+        if isinstance(raw_id, str) and raw_id:
+            proc_id = raw_id
+        elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
+            proc_id = str(raw_id)  # as the Go tool reads `123:` keys
+        else:
+            problems.add(f"proc id must be a non-empty string, got {_show(raw_id)}")
+            continue
+        spec = _build_spec(path, proc_id, settings, problems)
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems) -> ProcSpec | None:
+    """Validate one proc's settings; None if any of them is wrong."""
+    if settings is None:
+        problems.add("no settings given (at least 'cmd' is needed)", proc=proc_id)
+        return None
+    if not isinstance(settings, dict):
+        problems.add(
+            f"expected a mapping of settings, got {_type_name(settings)} {_show(settings)}",
+            proc=proc_id,
+        )
+        return None
+
+    before = len(problems.messages)
+    for key in settings:
+        if key not in _FIELDS:
+            problems.add(_unknown_field_message(key), proc=proc_id, field=str(key))
+
+    def check(field: str, parse: Callable[[Any], Any], default: Any) -> Any:
+        value = settings.get(field)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except _Invalid as exc:
+            problems.add(str(exc), proc=proc_id, field=field)
+            return default
+
+    if settings.get("cmd") is None:
+        problems.add("missing (the command to run is required)", proc=proc_id, field="cmd")
+    argv: tuple[str, ...] = check("cmd", _parse_cmd, ())
+    cwd: str | None = check("cwd", lambda v: _parse_cwd(v, path), None)
+    env: dict[str, str] = check("env", _parse_env, {})
+    delay: float = check("delay", _parse_delay, 0.0)
+    retry: int = check("retry", _parse_retry, 0)
+    group: str = check("group", _parse_group, "")
+    stop_signal: int = check("stop_signal", _parse_signal, int(signal.SIGTERM))
+    stop_timeout: float | None = check("stop_timeout", _parse_stop_timeout, None)
+    if len(problems.messages) != before:
+        return None
+    return ProcSpec(
+        id=proc_id,
+        argv=argv,
+        cwd=cwd,
+        env=env,
+        delay=delay,
+        retry=retry,
+        group=group,
+        stop_signal=stop_signal,
+        stop_timeout=stop_timeout,
+        source=str(path),
+    )
+
+
+def _unknown_field_message(key: object) -> str:
+    """Say a key is unknown, suggesting the closest known one."""
+    close = difflib.get_close_matches(str(key), _FIELDS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown field ({hint}known fields: {', '.join(_FIELDS)})"
+
+
+def _parse_cmd(value: object) -> tuple[str, ...]:
+    """A command given as a shell-like string or a list of strings."""
+    if isinstance(value, str):
+        argv = _split_command(value)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise _Invalid(
+                    f"item {index}: expected a string, got {_type_name(item)} {_show(item)}"
+                    " (quote it)"
+                )
+        argv = list(value)
+    else:
+        raise _Invalid(
+            f"expected a command string or a list of strings, got {_type_name(value)}"
+            f" {_show(value)}"
+        )
+    if not argv or not argv[0]:
+        raise _Invalid("must not be empty")
+    return tuple(argv)
+
+
+def _split_command(command: str, *, comments: bool = False) -> list[str]:
+    """Split ``command`` like a POSIX shell would, without running one."""
+    try:
+        return shlex.split(command, comments=comments)
+    except ValueError as exc:  # shlex says "No closing quotation" / "No escaped character"
+        raise _Invalid(f"cannot split command ({str(exc).lower()}): {_show(command)}") from None
+
+
+def _parse_cwd(value: object, config_path: Path) -> str | None:
+    """A working directory; relative ones are relative to the config file."""
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a directory path, got {_type_name(value)} {_show(value)}")
+    if not value:
+        return None  # as the Go tool: empty means "inherit"
+    return _resolve_dir(config_path, value)
+
+
+def _resolve_dir(config_path: Path, directory: str) -> str:
+    """Resolve ``directory`` (``~`` allowed) against the config file's directory."""
+    expanded = Path(directory).expanduser()
+    return os.path.abspath(config_path.parent / expanded)
+
+
+def _parse_env(value: object) -> dict[str, str]:
+    """Extra environment, as ``["K=V", ...]`` (the Go tool's form) or a mapping."""
+    env: dict[str, str] = {}
+    errors: list[str] = []
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                errors.append(f"item {index}: expected a 'NAME=value' string, got {_show(item)}")
+                continue
+            name, sep, text = item.partition("=")
+            if not sep or not name:
+                errors.append(f"item {index}: expected 'NAME=value', got {_show(item)}")
+            else:
+                env[name] = text
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str) or not name or "=" in name:
+                errors.append(f"invalid variable name {_show(name)}")
+            elif isinstance(item, bool) or not isinstance(item, str | int | float):
+                errors.append(
+                    f"variable {name!r}: expected a string, got {_type_name(item)} {_show(item)}"
+                    + (" (quote it)" if isinstance(item, bool) else "")
+                )
+            else:
+                env[name] = str(item)
+    else:
+        raise _Invalid(
+            f"expected a list of 'NAME=value' strings or a mapping, got {_type_name(value)}"
+            f" {_show(value)}"
+        )
+    if errors:
+        raise _Invalid("; ".join(errors))
+    return env
+
+
+def _parse_delay(value: object) -> float:
+    """Start delay given in milliseconds, returned in seconds."""
+    return _non_negative_number(value, "a non-negative number of milliseconds") / 1000
+
+
+def _parse_stop_timeout(value: object) -> float:
+    """Grace period in seconds between the stop signal and SIGKILL."""
+    return _non_negative_number(value, "a non-negative number of seconds")
+
+
+def _non_negative_number(value: object, expected: str) -> float:
+    """A finite int or float >= 0 (booleans are not numbers here)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise _Invalid(f"expected {expected}, got {_show(value)}")
+    return float(value)
+
+
+def _parse_retry(value: object) -> int:
+    """How many times to restart a failed proc."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(f"expected a non-negative integer, got {_show(value)}")
+    return value
+
+
+def _parse_group(value: object) -> str:
+    """A group name used to start/stop procs together."""
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_type_name(value)} {_show(value)}")
+    return value
+
+
+def _parse_signal(value: object) -> int:
+    """A signal given by name (``SIGINT``, ``INT``, any case) or number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return int(signal.Signals(value))
+        except ValueError:
+            raise _Invalid(f"unknown signal number {value}") from None
+    if isinstance(value, str):
+        name = value.strip().upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        member = signal.Signals.__members__.get(name)
+        if member is None:
+            raise _Invalid(f"unknown signal name {_show(value)} (e.g. 'SIGTERM' or 'INT')")
+        return int(member)
+    raise _Invalid(f"expected a signal name or number, got {_show(value)}")
+
+
+# --------------------------------------------------------------------------
+# Procfile and .env
+
+
+def _parse_procfile(path: Path, text: str, problems: _Problems) -> list[ProcSpec]:
+    """Parse ``name: command`` lines; procs run in the Procfile's directory.
+
+    Commands are split like a shell would (``#`` starts a comment), not run
+    through one: write ``sh -c '...'`` explicitly to use pipes or ``$VARS``.
+    """
+    env = _load_dotenv(path.parent / ".env", problems)
+    cwd = _resolve_dir(path, ".")
+    specs: list[ProcSpec] = []
+    first_line: dict[str, int] = {}
+    for lineno, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _PROCFILE_LINE.fullmatch(line)
+        if match is None:
+            name, sep, _ = line.partition(":")
+            if sep and name.strip() and not _PROCFILE_NAME.fullmatch(name):
+                problems.add(
+                    f"invalid proc name {name!r} (use letters, digits, '_' and '-')",
+                    line=lineno,
+                )
+            else:
+                problems.add(f"expected 'name: command', got {_show(line)}", line=lineno)
+            continue
+        name, command = match.groups()
+        if name in first_line:
+            problems.add(
+                f"duplicate proc id (first defined on line {first_line[name]})",
+                proc=name,
+                line=lineno,
+            )
+            continue
+        first_line[name] = lineno
+        try:
+            argv = _split_command(command, comments=True)
+        except _Invalid as exc:
+            problems.add(str(exc), proc=name, field="cmd", line=lineno)
+            continue
+        if not argv:
+            problems.add("must not be empty", proc=name, field="cmd", line=lineno)
+            continue
+        specs.append(ProcSpec(id=name, argv=tuple(argv), cwd=cwd, env=dict(env), source=str(path)))
+    return specs
+
+
+def _load_dotenv(path: Path, problems: _Problems) -> dict[str, str]:
+    """Read ``path`` as a ``.env`` file if it exists; problems name that file."""
+    if not path.exists():
+        return {}
+    env_problems = _Problems(str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        env_problems.add(f"cannot read: {_os_error(exc)}")
+        problems.extend(env_problems)
+        return {}
+    env = _parse_dotenv(text, env_problems)
+    problems.extend(env_problems)
+    logger.debug("read %d variables from %s", len(env), path)
+    return env
+
+
+def _parse_dotenv(text: str, problems: _Problems) -> dict[str, str]:
+    """Parse ``KEY=VALUE`` lines: ``#`` comments, optional ``export``, quotes.
+
+    Single quotes are literal; double quotes understand ``\\n``, ``\\t``,
+    ``\\"`` and ``\\\\``; unquoted values end at `` #``.  No ``$VAR``
+    expansion is done.
+    """
+    env: dict[str, str] = {}
+    for lineno, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export") and line[6:7].isspace():
+            line = line[6:].lstrip()
+        name, sep, rest = line.partition("=")
+        name = name.strip()
+        if not sep:
+            problems.add(f"expected 'NAME=value', got {_show(line)}", line=lineno)
+            continue
+        if not _ENV_NAME.fullmatch(name):
+            problems.add(f"invalid variable name {name!r}", line=lineno)
+            continue
+        try:
+            env[name] = _dotenv_value(rest.strip())
+        except _Invalid as exc:
+            problems.add(f"variable {name!r}: {exc}", line=lineno)
+    return env
+
+
+_DOUBLE_QUOTE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+
+
+def _dotenv_value(text: str) -> str:
+    """Unquote one ``.env`` value."""
+    if text[:1] == "'":
+        end = text.find("'", 1)
+        if end < 0:
+            raise _Invalid("unterminated single quote")
+        value, rest = text[1:end], text[end + 1 :]
+    elif text[:1] == '"':
+        chars: list[str] = []
+        index = 1
+        while index < len(text) and text[index] != '"':
+            char = text[index]
+            if char == "\\" and index + 1 < len(text):
+                following = text[index + 1]
+                chars.append(_DOUBLE_QUOTE_ESCAPES.get(following, "\\" + following))
+                index += 2
+            else:
+                chars.append(char)
+                index += 1
+        if index >= len(text):
+            raise _Invalid("unterminated double quote")
+        value, rest = "".join(chars), text[index + 1 :]
+    else:
+        return re.split(r"\s#", text, maxsplit=1)[0].rstrip()
+    rest = rest.strip()
+    if rest and not rest.startswith("#"):
+        raise _Invalid(f"unexpected text after the closing quote: {_show(rest)}")
+    return value
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """``repr(value)``, shortened so error messages stay readable."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _type_name(value: object) -> str:
+    """A user-facing name for the type of a parsed config value."""
+    names = {
+        type(None): "nothing",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _os_error(exc: BaseException) -> str:
+    """Describe a read error without repeating the file name."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def _signal_name(number: int) -> str:
+    """``SIGINT`` for 2, or the bare number if the platform has no name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _quote(arg: str) -> str:
+    """Shell-quote ``arg`` on one line, using bash's ``$'...'`` for control
+    characters (e.g. the newlines of a multi-line ``python3 -c`` script)."""
+    if arg.isprintable():
+        quoted = shlex.quote(arg)
+        if "'" in arg and not any(char in arg for char in '"$`\\!'):
+            return f'"{arg}"'  # more readable than shlex's '"'"' dance
+        return quoted
+    return "$'" + "".join(_escape_char(char) for char in arg) + "'"
+
+
+_ANSI_C_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+
+
+def _escape_char(char: str) -> str:
+    """One character as bash writes it inside ``$'...'``."""
+    if char in _ANSI_C_ESCAPES:
+        return _ANSI_C_ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
