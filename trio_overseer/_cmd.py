@@ -1,0 +1,462 @@
+"""`Cmd`: one process, one run, go-cmd semantics in Trio style.
+
+Theory of operation.  `run()` spawns the process as the leader of its own
+process group and then waits, inside `_stop_scope`, for the leader to exit.
+Two reader tasks ("pumps") split stdout and stderr into lines meanwhile.
+
+Every way out of the wait (the leader exited, `stop()`/`kill()` cancelled
+`_stop_scope`, or the task running `run()` was cancelled) goes through the
+same shielded, bounded cleanup, `_end_group`: the stop signal to the whole
+group (unless already sent), up to `stop_timeout` for every member to be
+gone, then SIGKILL to the group, and the leader reaped.  Escalation watches
+the *group*, not the leader nor the pipes: a grandchild that ignores the
+stop signal is killed even when the leader obeyed, and a child that keeps
+its stdout open cannot delay a stop.
+
+The pumps run in shielded scopes so the last lines are read even when the
+run is cancelled; once the group is gone they get `_DRAIN_GRACE` seconds to
+reach EOF (only a process that escaped the group can hold a pipe open that
+long).  The final state is announced after the last line: every line of a
+run is published before its final state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal as _signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._errors import CmdAlreadyStartedError
+from ._output import LineSplitter
+from ._records import STDERR, STDOUT, Status
+from ._spawn import ChildProcess, group_exists, signal_group, signal_name, spawn
+from ._state import FINAL_STATES, RUNNING_STATES, Event, State, StateMachine, exit_event
+
+logger = logging.getLogger("trio_overseer")
+
+_READ_SIZE = 1 << 16
+_DRAIN_GRACE = 1.0  # seconds to reach EOF once the group is gone
+_KILL_WAIT = 5.0  # seconds for SIGKILLed processes to disappear before giving up
+_POLL_MIN, _POLL_MAX = 0.001, 0.05  # backoff of the group-gone check (no event exists)
+
+StateHook = Callable[["Cmd"], None]
+OutputHook = Callable[["Cmd", int, list[str]], None]
+
+
+# -- validators and converters: bad input fails where it was typed ----------
+
+
+def _check_name(_: Any, __: Any, name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Cmd needs a non-empty executable name or path, got {name!r}")
+    if "\0" in name:
+        raise ValueError(f"Cmd name {name!r} contains a NUL byte")
+
+
+def _to_args(args: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
+    if isinstance(args, str | bytes):
+        raise TypeError(f"Cmd args must be a sequence of strings, not a single string: {args!r}")
+    out = []
+    for arg in args:
+        if isinstance(arg, os.PathLike):
+            arg = os.fspath(arg)
+        if not isinstance(arg, str):
+            raise TypeError(f"Cmd args must be strings, got {arg!r} in {args!r}")
+        if "\0" in arg:
+            raise ValueError(f"Cmd argument {arg!r} contains a NUL byte")
+        out.append(arg)
+    return tuple(out)
+
+
+def _to_dir(path: str | os.PathLike[str] | None) -> str | None:
+    if path is None:
+        return None
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"Cmd dir must be a non-empty path, got {path!r}")
+    return text
+
+
+def _to_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    if env is None:
+        return None
+    if not isinstance(env, Mapping):
+        raise TypeError(f"Cmd env must be a mapping of str to str, got {env!r}")
+    out = {}
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"Cmd env must map str to str, got {key!r}: {value!r}")
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise ValueError(f"Cmd env has an invalid entry {key!r}: {value!r}")
+        out[key] = value
+    return out
+
+
+def _check_signal(_: Any, __: Any, sig: object) -> None:
+    if not isinstance(sig, int) or not 0 < sig < _signal.NSIG:
+        raise ValueError(f"stop_signal must be a signal number, got {sig!r}")
+
+
+def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Cmd {attribute.name} must be a number, got {value!r}")
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"Cmd {attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_line_size(_: Any, __: Any, size: object) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
+        raise ValueError(f"line_buffer_size must be an int >= 4 (bytes), got {size!r}")
+
+
+def _check_retries(_: Any, __: Any, n: object) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"retry_times must be an int >= 0, got {n!r}")
+
+
+@attrs.define(eq=False, repr=False)
+class Cmd:
+    """One process, run once: spawn, stream its output, stop it, reap it.
+
+    `delay_start` and `retry_times` are used by `Overseer.supervise`, which
+    runs a fresh `clone()` for each restart; `run()` itself starts at once
+    and runs once.  With `streaming=True`, `stdout`/`stderr` are unbounded
+    channels of lines (the child is never slowed by a slow reader; memory is
+    the reader's to bound).
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    args: tuple[str, ...] = attrs.field(default=(), converter=_to_args)
+    group: str = attrs.field(default="", kw_only=True, validator=attrs.validators.instance_of(str))
+    dir: str | None = attrs.field(default=None, kw_only=True, converter=_to_dir)
+    env: dict[str, str] | None = attrs.field(default=None, kw_only=True, converter=_to_env)
+    buffered: bool = attrs.field(default=True, kw_only=True, converter=bool)
+    streaming: bool = attrs.field(default=False, kw_only=True, converter=bool)
+    line_buffer_size: int = attrs.field(default=16384, kw_only=True, validator=_check_line_size)
+    stop_signal: int = attrs.field(default=_signal.SIGTERM, kw_only=True, validator=_check_signal)
+    stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_non_negative)
+    delay_start: float = attrs.field(default=0.0, kw_only=True, validator=_non_negative)
+    retry_times: int = attrs.field(default=0, kw_only=True, validator=_check_retries)
+
+    stdout: trio.MemoryReceiveChannel[str] | None = attrs.field(init=False, default=None)
+    stderr: trio.MemoryReceiveChannel[str] | None = attrs.field(init=False, default=None)
+
+    _machine: StateMachine = attrs.field(init=False, factory=StateMachine)
+    _run_called: bool = attrs.field(init=False, default=False)
+    _proc: ChildProcess | None = attrs.field(init=False, default=None)
+    _exit: int = attrs.field(init=False, default=-1)
+    _error: str | None = attrs.field(init=False, default=None)
+    _start_ts: float = attrs.field(init=False, default=0.0)
+    _stop_ts: float = attrs.field(init=False, default=0.0)
+    _start_mono: float = attrs.field(init=False, default=0.0)
+    _stop_mono: float = attrs.field(init=False, default=0.0)
+    # Buffered lines, appended only while buffered is set.
+    _out_lines: list[str] = attrs.field(init=False, factory=list)
+    _err_lines: list[str] = attrs.field(init=False, factory=list)
+    _out_send: trio.MemorySendChannel[str] | None = attrs.field(init=False, default=None)
+    _err_send: trio.MemorySendChannel[str] | None = attrs.field(init=False, default=None)
+    _done: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # Cancelled by stop()/kill(): ends the wait for the leader's exit.
+    _stop_scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    # The stop_timeout wait of _end_group; kill() cancels it to SIGKILL at once.
+    _grace_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
+    _stop_sent: bool = attrs.field(init=False, default=False)
+    _kill_sent: bool = attrs.field(init=False, default=False)
+    # Set by the Overseer: called on every state change / batch of lines.
+    _on_state: StateHook | None = attrs.field(init=False, default=None)
+    _on_output: OutputHook | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.streaming:
+            self._out_send, self.stdout = trio.open_memory_channel[str](math.inf)
+            self._err_send, self.stderr = trio.open_memory_channel[str](math.inf)
+
+    def __repr__(self) -> str:
+        pid = f" pid {self._proc.pid}" if self._proc else ""
+        return f"<Cmd {self.name!r} {self.state.value}{pid}>"
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The state of this run."""
+        return self._machine.state
+
+    def is_initial_state(self) -> bool:
+        """Not started yet."""
+        return self._machine.state is State.INITIAL
+
+    def is_running_state(self) -> bool:
+        """Starting, running or stopping."""
+        return self._machine.state in RUNNING_STATES
+
+    def is_final_state(self) -> bool:
+        """Finished, interrupted or fatal: nothing more will happen."""
+        return self._machine.state in FINAL_STATES
+
+    def status(self) -> Status:
+        """A snapshot of this run; safe at any time."""
+        if self._stop_mono:
+            runtime = self._stop_mono - self._start_mono
+        elif self._start_mono:
+            runtime = time.monotonic() - self._start_mono
+        else:
+            runtime = 0.0
+        return Status(
+            cmd=self.name,
+            pid=self._proc.pid if self._proc else 0,
+            exit=self._exit,
+            error=self._error,
+            start_ts=self._start_ts,
+            stop_ts=self._stop_ts,
+            runtime=runtime,
+            stdout=tuple(self._out_lines),
+            stderr=tuple(self._err_lines),
+        )
+
+    def clone(self) -> Cmd:
+        """A fresh Cmd with the same options, ready to run."""
+        return attrs.evolve(self)
+
+    def _fire(self, event: Event) -> None:
+        self._machine.fire(event)
+        if self._on_state is not None:
+            self._on_state(self)
+
+    def _attach(self, on_state: StateHook, on_output: OutputHook) -> None:
+        """Let the Overseer observe state changes and lines (before run())."""
+        self._on_state = on_state
+        self._on_output = on_output
+
+    # -- control -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop: `stop_signal` to the group, SIGKILL after `stop_timeout`.
+
+        Sync and non-blocking; idempotent; a no-op before start and after the
+        end.  Sets `retry_times` to 0 so a supervisor will not restart it.
+        Await `wait()` for the end.
+        """
+        self._stop(kill=False)
+
+    def kill(self) -> None:
+        """Like `stop()`, but SIGKILL to the group at once."""
+        self._stop(kill=True)
+
+    def _stop(self, *, kill: bool) -> None:
+        if self._machine.state not in RUNNING_STATES or self._proc is None:
+            return
+        self.retry_times = 0
+        if self._machine.state is State.RUNNING:
+            self._fire(Event.STOP)
+        if kill:
+            if not self._kill_sent:
+                self._kill_sent = True
+                self._send(_signal.SIGKILL)
+            if self._grace_scope is not None:
+                self._grace_scope.cancel()
+        elif not (self._stop_sent or self._kill_sent):
+            self._stop_sent = True
+            self._send(self.stop_signal)
+        self._stop_scope.cancel()
+
+    def signal(self, sig: int) -> None:
+        """Send exactly `sig` to the process group; a no-op when not running."""
+        if self._machine.state in RUNNING_STATES and self._proc is not None:
+            self._send(sig)
+
+    def _send(self, sig: int) -> None:
+        """Signal the group, and the leader too if it left the group."""
+        assert self._proc is not None
+        pid = self._proc.pid
+        signal_group(pid, sig)
+        if self._proc.returncode is None:
+            try:
+                if os.getpgid(pid) != pid:
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # -- running -------------------------------------------------------------
+
+    async def wait(self) -> Status:
+        """Wait for the end of the run (any number of tasks may wait).
+
+        Cancellation: safe; the run goes on.
+        """
+        await self._done.wait()
+        return self.status()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> Status:
+        """Run the process to its end and return the final `Status`.
+
+        With ``nursery.start(cmd.run)``, reports started once the process is
+        running, or has failed to start (state `fatal`, `Status.error` says
+        why: failing to start does not raise).
+
+        Cancellation: the process group gets `stop_signal`, then SIGKILL after
+        `stop_timeout`, and is reaped before the cancellation propagates.
+
+        Raises:
+          CmdAlreadyStartedError: on a second call; use `clone()`.
+        """
+        if self._run_called:
+            raise CmdAlreadyStartedError(
+                f"Cmd {self.name!r} was already started; a Cmd runs once, "
+                "run a fresh copy made with cmd.clone()"
+            )
+        self._run_called = True
+        self._fire(Event.START)
+        capture = self.buffered or self.streaming or self._on_output is not None
+        try:
+            proc, out, err = spawn(
+                [self.name, *self.args], cwd=self.dir, env=self.env, capture=capture
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self._error = self._spawn_error(exc)
+            self._stop_ts = time.time()
+            self._fire(Event.SPAWN_FAILED)
+            self._finish()
+            task_status.started()
+            return self.status()
+        self._proc = proc
+        self._start_ts = time.time()
+        self._start_mono = time.monotonic()
+        self._fire(Event.SPAWNED)
+        task_status.started()
+        try:
+            await self._watch(proc, out, err)
+        finally:
+            self._record_exit(proc)
+        return self.status()
+
+    def _spawn_error(self, exc: BaseException) -> str:
+        where = f" in dir {self.dir!r}" if self.dir else ""
+        if isinstance(exc, OSError):
+            cause = exc.strerror or str(exc)
+            if exc.filename is not None:
+                cause = f"{cause}: {exc.filename!r}"
+        else:
+            cause = str(exc)
+        return f"cannot start {self.name!r}{where}: {cause}"
+
+    async def _watch(
+        self,
+        proc: ChildProcess,
+        out: trio.lowlevel.FdStream | None,
+        err: trio.lowlevel.FdStream | None,
+    ) -> None:
+        pumps = [(out, STDOUT, trio.CancelScope(shield=True))]
+        pumps.append((err, STDERR, trio.CancelScope(shield=True)))
+        async with trio.open_nursery() as nursery:
+            for stream, kind, scope in pumps:
+                if stream is not None:
+                    nursery.start_soon(self._pump, stream, kind, scope)
+            try:
+                with self._stop_scope:
+                    await proc.wait()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._end_group(proc)
+                deadline = trio.current_time() + _DRAIN_GRACE
+                for _, _, scope in pumps:
+                    scope.deadline = deadline
+
+    async def _end_group(self, proc: ChildProcess) -> None:
+        """Make sure no process of the group is left, and the leader is reaped.
+
+        Bounded: at most stop_timeout + _KILL_WAIT seconds.
+        """
+        pgid = proc.pid
+        if proc.returncode is not None and not group_exists(pgid):
+            return
+        if proc.returncode is None and self._machine.state is State.RUNNING:
+            self._fire(Event.STOP)  # cancelled from outside
+        if not self._kill_sent:
+            if not self._stop_sent:
+                self._stop_sent = True
+                self._send(self.stop_signal)
+            with trio.move_on_after(self.stop_timeout) as grace:
+                self._grace_scope = grace
+                await self._wait_gone(proc)
+            self._grace_scope = None
+            if not grace.cancelled_caught:
+                return
+            logger.info(
+                "%r did not stop within %.3g s of %s; killing its process group",
+                self,
+                self.stop_timeout,
+                signal_name(self.stop_signal),
+            )
+        self._kill_sent = True
+        self._send(_signal.SIGKILL)
+        with trio.move_on_after(_KILL_WAIT) as last:
+            await self._wait_gone(proc)
+        if last.cancelled_caught:
+            logger.error("%r: process group %d survived SIGKILL for %s s", self, pgid, _KILL_WAIT)
+
+    @staticmethod
+    async def _wait_gone(proc: ChildProcess) -> None:
+        """Wait until the leader is reaped and no member of its group is left."""
+        await proc.wait()
+        delay = _POLL_MIN
+        while group_exists(proc.pid):  # no event tells when a non-child exits
+            await trio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def _pump(
+        self, stream: trio.lowlevel.FdStream, kind: int, scope: trio.CancelScope
+    ) -> None:
+        """Read one pipe to EOF (or the drain deadline), emitting whole lines."""
+        splitter = LineSplitter(self.line_buffer_size)
+        emit = self._emit
+        try:
+            with scope:
+                while data := await stream.receive_some(_READ_SIZE):
+                    if lines := splitter.feed(data):
+                        emit(kind, lines)
+        finally:
+            stream.close()
+        if lines := splitter.flush():
+            emit(kind, lines)
+
+    def _emit(self, kind: int, lines: list[str]) -> None:
+        if self.buffered:
+            (self._out_lines if kind == STDOUT else self._err_lines).extend(lines)
+        channel = self._out_send if kind == STDOUT else self._err_send
+        if channel is not None:
+            try:
+                for line in lines:
+                    channel.send_nowait(line)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the reader closed its end: it wants no more
+        if self._on_output is not None:
+            self._on_output(self, kind, lines)
+
+    def _record_exit(self, proc: ChildProcess) -> None:
+        code = proc.returncode
+        if code is None:  # survived SIGKILL (uninterruptible sleep): report, do not hang
+            code = -_signal.SIGKILL
+            self._error = f"process {proc.pid} could not be reaped"
+        elif code < 0:
+            self._error = f"signal: {signal_name(-code)}"
+        proc.close()
+        self._exit = code
+        self._stop_ts = time.time()
+        self._stop_mono = time.monotonic()
+        self._fire(exit_event(code))
+        self._finish()
+
+    def _finish(self) -> None:
+        for channel in (self._out_send, self._err_send):
+            if channel is not None:
+                channel.close()
+        self._done.set()

@@ -1,0 +1,33 @@
+"""Exceptions raised by trio_overseer.
+
+Every error the library raises on purpose derives from `OverseerError` and also
+from the built-in exception it means, so callers can catch either::
+
+    OverseerError
+    ├── ProcExistsError (ValueError)        add() with an id already registered
+    ├── UnknownProcError (LookupError)      an id that was never added
+    ├── ProcRunningError (RuntimeError)     remove()/supervise() of a busy proc
+    └── CmdAlreadyStartedError (RuntimeError)  a second Cmd.run(): use clone()
+"""
+
+from __future__ import annotations
+
+
+class OverseerError(Exception):
+    """Base class of every error raised by trio_overseer."""
+
+
+class ProcExistsError(OverseerError, ValueError):
+    """A proc with this id is already registered."""
+
+
+class UnknownProcError(OverseerError, LookupError):
+    """No proc with this id is registered."""
+
+
+class ProcRunningError(OverseerError, RuntimeError):
+    """The proc is running or supervised, so this operation is refused."""
+
+
+class CmdAlreadyStartedError(OverseerError, RuntimeError):
+    """A Cmd runs at most once; `Cmd.clone()` makes a fresh one."""

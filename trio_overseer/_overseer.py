@@ -1,0 +1,720 @@
+"""The Overseer: a registry of named procs, supervised as Trio tasks.
+
+Theory of operation.  Each registered proc is a `_Proc` record holding the
+`Cmd` of its latest run.  Supervising a proc is one task (`_supervise`)
+that runs the Cmd, then fresh clones of it, as long as the restart policy
+says so; between runs it sleeps in a cancel scope that `stop()` cancels.
+The Cmd calls back synchronously on every state change and every batch of
+lines; the Overseer turns those into `ProcessInfo`/`LogMsg` and fans them
+out with `send_nowait`, so nothing a subscriber does can stall a proc.
+
+The restart decision is made when a run's final state is published (so the
+event itself says whether and when a restart follows): restart k (1-based)
+of a run that failed (exit code != 0, signalled, or fatal) waits
+
+    delay_start + uniform(d / 2, d),   d = min(backoff_max, backoff_base * 2 ** (k - 1))
+
+("equal jitter": never less than half the exponential step, so restarts of
+many procs spread out without ever hammering).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import re
+import shlex
+import signal as _signal
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn
+
+import attrs
+import trio
+
+from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd
+from ._errors import OverseerError, ProcExistsError, ProcRunningError, UnknownProcError
+from ._fanout import Fanout
+from ._records import STDOUT, LogMsg, ProcessInfo
+from ._spawn import signal_name
+from ._state import FINAL_STATES, State
+
+logger = logging.getLogger("trio_overseer")
+
+_TAIL_LINES = 200  # recent lines kept per proc for wait_for_log and error reports
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"Overseer {attribute.name} must be a number >= 0, got {value!r}")
+
+
+@attrs.define(eq=False)
+class _Proc:
+    """One registered proc and its supervision."""
+
+    id: str
+    cmd: Cmd  # the latest run; replaced by a clone for each new run
+    retry_times: int  # the configured budget (cmd.stop() zeroes the Cmd's own copy)
+    cmdline: str
+    out_log: logging.Logger
+    supervising: bool = False
+    began: bool = False  # the supervision task has started running
+    stop_requested: bool = False  # stop() seen: no further run in this supervision
+    wait_scope: trio.CancelScope | None = None  # the delay/backoff sleep, if any
+    done: trio.Event = attrs.field(factory=trio.Event)  # set when a supervision ends
+    restarts: int = 0
+    restart_in: float | None = None
+    tail: deque[LogMsg] = attrs.field(factory=lambda: deque(maxlen=_TAIL_LINES))
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    """A task in wait_for_state/wait_for_log, woken by the first match."""
+
+    id: str
+    match: Callable[[Any], bool]
+    event: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@attrs.define(eq=False, repr=False)
+class Overseer:
+    """Registry and supervisor of named procs.
+
+    Use it as ``async with open_overseer() as ovr`` (needed by `start`); or
+    construct it directly and await `supervise_all` / `supervise`, which
+    own a nursery for their duration.
+    """
+
+    stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_positive)
+    handle_signals: bool = attrs.field(default=True, kw_only=True)
+    backoff_base: float = attrs.field(default=0.1, kw_only=True, validator=_positive)
+    backoff_max: float = attrs.field(default=30.0, kw_only=True, validator=_positive)
+    seed: int | None = attrs.field(default=None, kw_only=True)
+
+    _procs: dict[str, _Proc] = attrs.field(init=False, factory=dict)
+    _nursery: trio.Nursery | None = attrs.field(init=False, default=None)
+    _states: Fanout[ProcessInfo] = attrs.field(init=False, factory=lambda: Fanout("state"))
+    _logs: Fanout[LogMsg] = attrs.field(init=False, factory=lambda: Fanout("logs"))
+    _state_waiters: list[_Waiter] = attrs.field(init=False, factory=list)
+    _log_waiters: list[_Waiter] = attrs.field(init=False, factory=list)
+    _active: int = attrs.field(init=False, default=0)  # supervisions in progress
+    _idle: trio.Event = attrs.field(init=False, factory=trio.Event)  # set while _active == 0
+    _stopping: bool = attrs.field(init=False, default=False)
+    _got_signal: int | None = attrs.field(init=False, default=None)  # what ended the block
+    _random: random.Random = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._idle.set()
+
+    def __repr__(self) -> str:
+        running = sum(rec.cmd.is_running_state() for rec in self._procs.values())
+        return f"<Overseer {len(self._procs)} procs, {running} running>"
+
+    # -- registry ------------------------------------------------------------
+
+    def add(
+        self,
+        id: str,
+        exec: str,
+        args: Sequence[str] = (),
+        *,
+        group: str = "",
+        dir: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        delay_start: float = 0.0,
+        retry_times: int = 0,
+        buffered: bool = False,
+        stop_signal: int = _signal.SIGTERM,
+        stop_timeout: float | None = None,
+    ) -> Cmd:
+        """Register a proc without starting it, and return its `Cmd`.
+
+        Raises:
+          ProcExistsError: `id` is already registered.
+          ValueError: empty `id` or `exec`, or an invalid option.
+        """
+        if not isinstance(id, str) or not id:
+            raise ValueError(f"a proc needs a non-empty string id, got {id!r}")
+        if not isinstance(exec, str) or not exec:
+            raise ValueError(f"proc {id!r} needs a non-empty executable, got {exec!r}")
+        if id in self._procs:
+            raise ProcExistsError(f"proc {id!r} is already registered; remove() it first")
+        try:
+            cmd = Cmd(
+                exec,
+                args,
+                group=group,
+                dir=dir,
+                env=env,
+                buffered=buffered,
+                line_buffer_size=16384,
+                stop_signal=stop_signal,
+                stop_timeout=self.stop_timeout if stop_timeout is None else stop_timeout,
+                delay_start=delay_start,
+                retry_times=retry_times,
+            )
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"proc {id!r}: {exc}") from None
+        rec = _Proc(
+            id=id,
+            cmd=cmd,
+            retry_times=retry_times,
+            cmdline=shlex.join([exec, *cmd.args]),
+            out_log=logging.getLogger(f"trio_overseer.proc.{id}"),
+        )
+        rec.done.set()
+        self._attach(rec, cmd)
+        self._procs[id] = rec
+        logger.debug("added proc %r: %s", id, rec.cmdline)
+        return cmd
+
+    def remove(self, id: str) -> None:
+        """Unregister a proc that is not running.
+
+        Raises:
+          UnknownProcError: `id` is not registered.
+          ProcRunningError: it is running or supervised; stop() it and wait first.
+        """
+        rec = self._get(id)
+        if rec.supervising or rec.cmd.is_running_state():
+            raise ProcRunningError(
+                f"proc {id!r} is running; stop it and wait for it to end before remove()"
+            )
+        del self._procs[id]
+
+    def list_all(self) -> list[str]:
+        """Every registered id, sorted."""
+        return sorted(self._procs)
+
+    def list_group(self, group: str) -> list[str]:
+        """The ids of `group`, sorted."""
+        return sorted(id for id, rec in self._procs.items() if rec.cmd.group == group)
+
+    def has_proc(self, id: str) -> bool:
+        """Whether `id` is registered."""
+        return id in self._procs
+
+    def status(self, id: str) -> ProcessInfo:
+        """A snapshot of the proc's current run.
+
+        Raises:
+          UnknownProcError: `id` is not registered.
+        """
+        return self._info(self._get(id))
+
+    def is_running(self) -> bool:
+        """Whether any proc is being supervised."""
+        return self._active > 0
+
+    def is_stopping(self) -> bool:
+        """Whether a `stop_all()` is still waiting for procs to end."""
+        return self._stopping
+
+    def _get(self, id: str) -> _Proc:
+        try:
+            return self._procs[id]
+        except KeyError:
+            known = ", ".join(map(repr, sorted(self._procs))) or "none"
+            raise UnknownProcError(f"no proc {id!r} is registered (known: {known})") from None
+
+    def _info(self, rec: _Proc) -> ProcessInfo:
+        cmd = rec.cmd
+        status = cmd.status()
+        return ProcessInfo(
+            id=rec.id,
+            group=cmd.group,
+            cmd=rec.cmdline,
+            dir=cmd.dir or "",
+            pid=status.pid,
+            state=cmd.state,
+            exit_code=status.exit,
+            error=status.error,
+            start_time=status.start_ts,
+            delay_start=cmd.delay_start,
+            retry_times=rec.retry_times,
+            restarts=rec.restarts,
+            restart_in=rec.restart_in if cmd.state in FINAL_STATES else None,
+        )
+
+    # -- observing the Cmds --------------------------------------------------
+
+    def _attach(self, rec: _Proc, cmd: Cmd) -> None:
+        cmd._attach(
+            lambda c: self._state_changed(rec, c),
+            lambda c, kind, lines: self._output(rec, kind, lines),
+        )
+
+    def _state_changed(self, rec: _Proc, cmd: Cmd) -> None:
+        """Called by the Cmd in the same stretch as the transition: announce it."""
+        state = cmd.state
+        if state in FINAL_STATES:
+            rec.restart_in = self._restart_delay(rec, cmd)
+        info = self._info(rec)
+        self._log_state(info)
+        self._states.publish(info)
+        for waiter in self._state_waiters:
+            if waiter.id == rec.id and not waiter.event.is_set() and waiter.match(info):
+                waiter.result = info
+                waiter.event.set()
+
+    def _restart_delay(self, rec: _Proc, cmd: Cmd) -> float | None:
+        """Seconds until the restart that follows this run, or None for none."""
+        exit_code = cmd.status().exit
+        if exit_code == 0 or rec.stop_requested or not rec.supervising:
+            return None
+        if rec.restarts >= cmd.retry_times:  # cmd.stop() zeroed retry_times
+            return None
+        step = min(self.backoff_max, self.backoff_base * 2.0**rec.restarts)
+        return cmd.delay_start + self._random.uniform(step / 2, step)
+
+    def _log_state(self, info: ProcessInfo) -> None:
+        if info.state is State.RUNNING:
+            logger.info("proc %r running (pid %d): %s", info.id, info.pid, info.cmd)
+        elif info.state is State.FATAL:
+            logger.error("proc %r cannot start: %s", info.id, info.error)
+        elif info.state in FINAL_STATES:
+            how = info.error or f"exit code {info.exit_code}"
+            then = (
+                f", restart {info.restarts + 1}/{info.retry_times} in {info.restart_in:.2f} s"
+                if info.restart_in is not None
+                else ""
+            )
+            logger.info("proc %r %s (%s)%s", info.id, info.state.value, how, then)
+        else:
+            logger.debug("proc %r %s", info.id, info.state.value)
+
+    def _output(self, rec: _Proc, kind: int, lines: list[str]) -> None:
+        """Called by the Cmd with lines that arrived together: fan them out."""
+        ts = time.time()
+        pid = rec.id
+        msgs = [LogMsg(pid, kind, line, ts) for line in lines]
+        rec.tail.extend(msgs)
+        if self._logs:
+            self._logs.publish_batch(msgs)
+        out_log = rec.out_log
+        if out_log.isEnabledFor(logging.INFO):
+            stream = "stdout" if kind == STDOUT else "stderr"
+            for line in lines:
+                out_log.info("%s", line, extra={"proc": pid, "stream": stream})
+        if self._log_waiters:
+            for waiter in self._log_waiters:
+                if waiter.id == pid and not waiter.event.is_set():
+                    for msg in msgs:
+                        if waiter.match(msg):
+                            waiter.result = msg
+                            waiter.event.set()
+                            break
+
+    # -- supervising ---------------------------------------------------------
+
+    def _claim(self, id: str) -> _Proc:
+        rec = self._get(id)
+        if rec.supervising:
+            raise ProcRunningError(f"proc {id!r} is already being supervised")
+        rec.supervising = True
+        rec.began = False
+        rec.stop_requested = False
+        rec.restarts = 0
+        rec.restart_in = None
+        rec.done = trio.Event()
+        if self._active == 0:
+            self._idle = trio.Event()
+        self._active += 1
+        return rec
+
+    def _release(self, rec: _Proc) -> None:
+        rec.supervising = False
+        rec.wait_scope = None
+        rec.done.set()
+        self._active -= 1
+        if self._active == 0:
+            self._stopping = False
+            self._idle.set()
+
+    def _renew(self, rec: _Proc) -> Cmd:
+        """A fresh Cmd for the next run of `rec`."""
+        cmd = rec.cmd.clone()
+        cmd.retry_times = rec.retry_times
+        self._attach(rec, cmd)
+        rec.cmd = cmd
+        rec.tail.clear()
+        return cmd
+
+    async def supervise(self, id: str) -> int:
+        """Run the proc in this task, restarting it on failure; return the last exit code.
+
+        A run fails when it exits with a code other than 0, is killed by a
+        signal, or cannot start; it is restarted up to `retry_times` times,
+        `delay_start` plus a jittered exponential backoff apart (see the
+        module docs).  -1 when it never ran (stopped during `delay_start`).
+
+        Cancellation: the process is stopped (stop signal, SIGKILL after its
+        stop_timeout) and reaped before the cancellation propagates.
+
+        Raises:
+          UnknownProcError: `id` is not registered.
+          ProcRunningError: it is already being supervised.
+        """
+        return await self._supervise(self._claim(id))
+
+    async def _supervise(
+        self, rec: _Proc, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> int:
+        rec.began = True
+        reported = False
+        exit_code = -1
+        try:
+            delay = rec.cmd.delay_start
+            while True:
+                cmd = rec.cmd if rec.cmd.is_initial_state() else self._renew(rec)
+                if delay > 0 and not rec.stop_requested:
+                    with trio.CancelScope() as rec.wait_scope:
+                        await trio.sleep(delay)
+                    rec.wait_scope = None
+                if rec.stop_requested:
+                    break
+                if reported:
+                    status = await cmd.run()
+                else:
+                    reported = True
+                    status = await cmd.run(task_status=task_status)
+                exit_code = status.exit
+                if rec.restart_in is None or rec.stop_requested:
+                    break
+                delay = rec.restart_in
+                rec.restarts += 1
+        finally:
+            self._release(rec)
+        if not reported:
+            task_status.started()
+        return exit_code
+
+    async def supervise_all(self) -> None:
+        """Supervise every registered proc concurrently; return when all have ended.
+
+        Procs already supervised (by `start()`) are waited for, not started
+        again.  Without an open block, and with `handle_signals` in the main
+        thread, a SIGINT or SIGTERM meanwhile means `stop_all()`, a second one
+        `stop_all(kill=True)`.  Can be called again later.
+
+        Cancellation: every proc is stopped and reaped before it propagates.
+        """
+        async with trio.open_nursery() as nursery:
+            own = self._nursery is None
+            if own:
+                self._nursery = nursery
+            watcher = trio.CancelScope()
+            if own and self.handle_signals and _in_main_thread():
+                await nursery.start(self._stop_on_signals, watcher)
+            try:
+                async with trio.open_nursery() as procs:
+                    for rec in list(self._procs.values()):
+                        if rec.supervising:
+                            procs.start_soon(rec.done.wait)
+                        else:
+                            self._claim(rec.id)
+                            procs.start_soon(self._supervise, rec)
+            finally:
+                watcher.cancel()
+                if own:
+                    self._nursery = None
+
+    async def _stop_on_signals(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with scope, trio.open_signal_receiver(_signal.SIGINT, _signal.SIGTERM) as signals:
+            task_status.started()
+            count = 0
+            async for sig in signals:
+                count += 1
+                logger.warning(
+                    "received %s: %s every proc",
+                    signal_name(sig),
+                    "stopping" if count == 1 else "killing",
+                )
+                self.stop_all(kill=count > 1)
+
+    async def start(self, id: str) -> ProcessInfo:
+        """Supervise the proc in the Overseer's nursery; return once it runs (or is fatal).
+
+        Cancellation: if cancelled before the process runs, it is not started.
+
+        Raises:
+          OverseerError: the Overseer is not open (use ``async with open_overseer()``).
+          UnknownProcError: `id` is not registered.
+          ProcRunningError: it is already being supervised.
+        """
+        nursery = self._nursery
+        if nursery is None:
+            raise OverseerError(
+                f"cannot start {id!r}: start() needs an open overseer, use "
+                "'async with open_overseer() as ovr:' (or await ovr.supervise(id))"
+            )
+        rec = self._claim(id)
+        try:
+            await nursery.start(self._supervise, rec)
+        except BaseException:
+            if not rec.began:
+                self._release(rec)
+            raise
+        return self._info(rec)
+
+    def stop(self, id: str, *, kill: bool = False) -> None:
+        """Stop the proc and cancel any pending restart; sync, never blocks.
+
+        Raises:
+          UnknownProcError: `id` is not registered.
+        """
+        rec = self._get(id)
+        if rec.supervising:
+            rec.stop_requested = True
+            if rec.wait_scope is not None:
+                rec.wait_scope.cancel()
+        if kill:
+            rec.cmd.kill()
+        else:
+            rec.cmd.stop()
+
+    def signal(self, id: str, sig: int) -> None:
+        """Send exactly `sig` to the proc's process group (no-op when not running).
+
+        Raises:
+          UnknownProcError: `id` is not registered.
+        """
+        self._get(id).cmd.signal(sig)
+
+    def stop_all(self, kill: bool = False) -> None:
+        """Stop (or kill) every proc and cancel pending restarts; sync, never blocks."""
+        if self._active:
+            self._stopping = True
+        for id in list(self._procs):
+            self.stop(id, kill=kill)
+
+    # -- subscribers ---------------------------------------------------------
+
+    def watch_state(self, send_channel: trio.MemorySendChannel[ProcessInfo]) -> None:
+        """Send every state change of every proc to `send_channel`, in order.
+
+        Each message goes out with `send_nowait`; a subscriber whose buffer is
+        full is cut off (its channel closed, a warning logged).  The channel is
+        closed when the `open_overseer()` block exits.
+
+        Raises:
+          ValueError: the channel has a zero-size buffer.
+        """
+        self._states.add(send_channel)
+
+    def unwatch_state(self, send_channel: trio.MemorySendChannel[ProcessInfo]) -> None:
+        """Stop sending state changes to `send_channel` (it stays open)."""
+        self._states.remove(send_channel)
+
+    def watch_logs(
+        self, send_channel: trio.MemorySendChannel[Any], *, batched: bool = False
+    ) -> None:
+        """Send every output line of every proc to `send_channel` as `LogMsg`.
+
+        With `batched`, each message is a ``tuple[LogMsg, ...]`` of the lines
+        read together.  Delivery and cut-off as for `watch_state`.
+
+        Raises:
+          ValueError: the channel has a zero-size buffer.
+        """
+        self._logs.add(send_channel, batched=batched)
+
+    def unwatch_logs(self, send_channel: trio.MemorySendChannel[Any]) -> None:
+        """Stop sending lines to `send_channel` (it stays open)."""
+        self._logs.remove(send_channel)
+
+    # -- waiting -------------------------------------------------------------
+
+    async def wait_for_state(
+        self, id: str, *states: State, timeout: float | None = None
+    ) -> ProcessInfo:
+        """Wait until the proc is in one of `states` (at once if it already is).
+
+        Every transition is seen, even one that lasts no time at all.
+
+        Raises:
+          UnknownProcError: `id` is not registered.
+          TimeoutError: not reached within `timeout` seconds.
+        """
+        rec = self._get(id)
+        if not states:
+            raise ValueError("wait_for_state() needs at least one State")
+        wanted = frozenset(State(s) for s in states)
+        info = self._info(rec)
+        if info.state in wanted:
+            return info
+        waiter = _Waiter(id, lambda i: i.state in wanted)
+        result: ProcessInfo = await self._wait(self._state_waiters, waiter, timeout)
+        if result is None:
+            names = "/".join(sorted(s.value for s in wanted))
+            raise TimeoutError(
+                f"proc {id!r} did not reach {names} within {timeout} s "
+                f"(it is {rec.cmd.state.value})"
+            )
+        return result
+
+    async def wait_for_log(
+        self, id: str, pattern: str | re.Pattern[str], timeout: float | None = None
+    ) -> LogMsg:
+        """Wait for a line of the proc's current run matching `pattern` (`re.search`).
+
+        Lines already printed by the current run count too (the last
+        200 are kept).
+
+        Raises:
+          UnknownProcError: `id` is not registered.
+          TimeoutError: no such line within `timeout` seconds.
+        """
+        rec = self._get(id)
+        regex = re.compile(pattern)
+
+        def match(msg: LogMsg) -> bool:
+            return regex.search(msg.text) is not None
+
+        for msg in rec.tail:
+            if match(msg):
+                return msg
+        result: LogMsg = await self._wait(self._log_waiters, _Waiter(id, match), timeout)
+        if result is None:
+            raise TimeoutError(
+                f"proc {id!r} printed no line matching {regex.pattern!r} within {timeout} s "
+                f"(it is {rec.cmd.state.value})"
+            )
+        return result
+
+    @staticmethod
+    async def _wait(waiters: list[_Waiter], waiter: _Waiter, timeout: float | None) -> Any:
+        waiters.append(waiter)
+        try:
+            with trio.move_on_after(math.inf if timeout is None else timeout):
+                await waiter.event.wait()
+        finally:
+            waiters.remove(waiter)
+        return waiter.result
+
+    # -- the block -----------------------------------------------------------
+
+    def _max_stop_time(self) -> float:
+        longest = max((rec.cmd.stop_timeout for rec in self._procs.values()), default=0.0)
+        return longest + _KILL_WAIT + _DRAIN_GRACE + 1.0
+
+    async def _end_block_on_signals(
+        self,
+        scope: trio.CancelScope,
+        body: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        sigs = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+        with scope, trio.open_signal_receiver(*sigs) as signals:
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                async for sig in signals:
+                    if self._got_signal is None:
+                        self._got_signal = sig
+                        logger.warning(
+                            "received %s: stopping every proc (again to kill)", signal_name(sig)
+                        )
+                        self.stop_all()
+                        nursery.start_soon(self._cancel_when_idle, body)
+                    else:
+                        logger.warning("received %s again: killing every proc", signal_name(sig))
+                        self.stop_all(kill=True)
+
+    async def _cancel_when_idle(self, body: trio.CancelScope) -> None:
+        await self._idle.wait()
+        body.cancel()
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise `exc` again, keeping its own cause and context."""
+    cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
+    try:
+        raise exc
+    finally:
+        exc.__cause__, exc.__context__ = cause, context
+        exc.__suppress_context__ = suppress
+        del exc
+
+
+def _die_of(sig: int) -> NoReturn:
+    """End this process by `sig`, as it would have without our handler."""
+    _signal.signal(sig, _signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    raise SystemExit(128 + sig)  # pragma: no cover - only if the signal is blocked
+
+
+@contextlib.asynccontextmanager
+async def open_overseer(
+    *,
+    stop_timeout: float = 5.0,
+    handle_signals: bool = True,
+    backoff_base: float = 0.1,
+    backoff_max: float = 30.0,
+    seed: int | None = None,
+) -> AsyncIterator[Overseer]:
+    """Open an Overseer whose procs cannot outlive the block.
+
+    Leaving the block by any path stops every proc (stop signal, SIGKILL after
+    its stop_timeout) and reaps it before the block exits, then closes every
+    subscriber channel.  With `handle_signals` (main thread only), SIGINT,
+    SIGTERM or SIGHUP stop every proc gracefully (a second one kills); then
+    the block raises KeyboardInterrupt for SIGINT, and for SIGTERM/SIGHUP the
+    program dies of that signal.
+
+    Cancellation: as any other way out of the block.
+    """
+    ovr = Overseer(
+        stop_timeout=stop_timeout,
+        handle_signals=handle_signals,
+        backoff_base=backoff_base,
+        backoff_max=backoff_max,
+        seed=seed,
+    )
+    body_exc: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            ovr._nursery = nursery
+            if handle_signals and _in_main_thread():
+                await nursery.start(
+                    ovr._end_block_on_signals, trio.CancelScope(), nursery.cancel_scope
+                )
+            try:
+                yield ovr
+            except BaseException as exc:
+                body_exc = exc
+                raise
+            finally:
+                ovr._nursery = None
+                ovr.stop_all()
+                with trio.CancelScope(shield=True) as cleanup:
+                    cleanup.deadline = trio.current_time() + ovr._max_stop_time()
+                    await ovr._idle.wait()
+                if cleanup.cancelled_caught:
+                    logger.error("procs still running after %s s of cleanup", ovr._max_stop_time())
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if body_exc is not None and group.exceptions == (body_exc,):
+            _reraise(body_exc)
+        raise
+    finally:
+        ovr._states.close_all()
+        ovr._logs.close_all()
+    if ovr._got_signal == _signal.SIGINT:
+        raise KeyboardInterrupt
+    if ovr._got_signal is not None:
+        _die_of(ovr._got_signal)

@@ -1,0 +1,114 @@
+"""Frozen value records: `Status` of a run, `ProcessInfo` of a proc, `LogMsg`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import attrs
+
+from ._state import State
+
+STDOUT = 1
+"""`LogMsg.type` of a line the process wrote to its standard output."""
+STDERR = 2
+"""`LogMsg.type` of a line the process wrote to its standard error."""
+
+_GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def rfc3339(ts: float) -> str:
+    """Unix seconds as an RFC 3339 UTC string (Go's zero time for 0.0)."""
+    if not ts:
+        return _GO_ZERO_TIME
+    stamp = _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+@attrs.frozen
+class Status:
+    """A snapshot of one run of a `Cmd`."""
+
+    cmd: str
+    """The executable's name, as given to `Cmd`."""
+    pid: int = 0
+    """The process id; 0 before start."""
+    exit: int = -1
+    """The return code (negative signal number when signalled); -1 until the end."""
+    error: str | None = None
+    """None for a normal exit; ``"signal: SIGTERM"`` when signalled; why it could not start."""
+    start_ts: float = 0.0
+    """When the process started, Unix seconds; 0.0 if it did not."""
+    stop_ts: float = 0.0
+    """When the run ended, Unix seconds; 0.0 until then."""
+    runtime: float = 0.0
+    """Seconds from start to end, live while running."""
+    stdout: tuple[str, ...] = ()
+    """Every stdout line so far, when the Cmd is buffered."""
+    stderr: tuple[str, ...] = ()
+    """Every stderr line so far, when the Cmd is buffered."""
+
+
+@attrs.frozen
+class ProcessInfo:
+    """A snapshot of a supervised proc, as published to `Overseer.watch_state`."""
+
+    id: str
+    """The proc id given to `Overseer.add`."""
+    group: str
+    """The proc's group ("" for none)."""
+    cmd: str
+    """The command line, shell-quoted."""
+    dir: str
+    """The working directory ("" for the parent's)."""
+    pid: int
+    """The process id of the current run; 0 before start."""
+    state: State
+    """The state of the current run."""
+    exit_code: int
+    """The return code of the current run; -1 until it ends."""
+    error: str | None
+    """Why the current run ended abnormally or could not start."""
+    start_time: float
+    """When the current run started, Unix seconds; 0.0 if it did not."""
+    delay_start: float
+    """Seconds waited before each start."""
+    retry_times: int
+    """How many restarts on failure are allowed."""
+    restarts: int = 0
+    """Restarts done so far in the current supervision (extension of the Go API)."""
+    restart_in: float | None = None
+    """On a final state: seconds until the scheduled restart; None when none follows."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict, with the keys of the original Go overseer."""
+        return {
+            "id": self.id,
+            "group": self.group,
+            "cmd": self.cmd,
+            "dir": self.dir,
+            "PID": self.pid,
+            "state": self.state.value,
+            "exitCode": self.exit_code,
+            "error": self.error,
+            "startTime": rfc3339(self.start_time),
+            "delayStart": round(self.delay_start * 1000),
+            "retryTimes": self.retry_times,
+        }
+
+
+ProcessJSON = ProcessInfo
+
+
+@attrs.frozen
+class LogMsg:
+    """One line of output of a supervised proc."""
+
+    id: str
+    """The proc that wrote it."""
+    type: int
+    """`STDOUT` or `STDERR`."""
+    text: str
+    """The line, without its line ending."""
+    ts: float
+    """When it was read, Unix seconds."""
