@@ -83,6 +83,8 @@ _PROCFILE_LINE = re.compile(r"([A-Za-z0-9_-]+):\s*(.*)")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # tomllib's wording for a table declared twice, used to name the proc.
 _TOML_DUPLICATE = re.compile(r"Cannot declare \('procs', '([^']*)'\) twice")
+# tomllib's position suffix, moved to the front of our messages.
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 
 
 class ConfigError(ValueError):
@@ -436,11 +438,15 @@ def _read_toml(text: str, problems: _Problems) -> Mapping[Any, Any] | None:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
+        position = _TOML_POSITION.search(message)
+        line = int(position.group(1)) if position is not None else None
+        if position is not None:
+            message = message[: position.start()]
         duplicate = _TOML_DUPLICATE.search(message)
         if duplicate is not None:
-            problems.add(f"duplicate proc id ({message})", proc=duplicate.group(1))
+            problems.add("duplicate proc id", proc=duplicate.group(1), line=line)
         else:
-            problems.add(f"invalid TOML: {message}")
+            problems.add(f"invalid TOML: {message}", line=line)
         return None
 
     if not data:
