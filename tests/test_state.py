@@ -1,0 +1,125 @@
+"""The pure state machine: the table of API.md, checked by Hypothesis."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from trio_overseer import State
+from trio_overseer._state import (
+    FINAL_STATES,
+    TRANSITIONS,
+    Event,
+    IllegalTransitionError,
+    StateMachine,
+    exit_event,
+)
+
+# The table of API.md, written out again independently of the code.
+API_TABLE = {
+    ("initial", "starting"),
+    ("starting", "running"),
+    ("starting", "fatal"),
+    ("starting", "stopping"),
+    ("running", "stopping"),
+    ("running", "finished"),
+    ("running", "interrupted"),
+    ("stopping", "finished"),
+    ("stopping", "interrupted"),
+}
+
+
+def test_table_is_api_table() -> None:
+    pairs = {(a.value, b.value) for a, targets in TRANSITIONS.items() for b in targets}
+    assert pairs == API_TABLE
+    assert {s.value for s in FINAL_STATES} == {"finished", "interrupted", "fatal"}
+    assert [s.value for s in State] == [
+        "initial", "starting", "running", "stopping", "interrupted", "finished", "fatal",
+    ]  # fmt: skip
+
+
+def test_exit_event() -> None:
+    assert exit_event(0) is Event.EXITED
+    assert exit_event(3) is Event.EXITED
+    assert exit_event(-15) is Event.SIGNALLED
+
+
+def test_illegal_event_changes_nothing() -> None:
+    machine = StateMachine()
+    with pytest.raises(IllegalTransitionError, match="'exited' is not allowed in state 'initial'"):
+        machine.fire(Event.EXITED)
+    assert machine.state is State.INITIAL
+
+
+@given(st.lists(st.sampled_from(Event), max_size=12))
+def test_any_event_sequence_follows_the_table(events: list[Event]) -> None:
+    machine = StateMachine()
+    path = [machine.state]
+    for event in events:
+        before = machine.state
+        legal = machine.can_fire(event)
+        try:
+            machine.fire(event)
+        except IllegalTransitionError:
+            assert not legal
+            assert machine.state is before
+        else:
+            assert legal
+            path.append(machine.state)
+    for a, b in zip(path, path[1:], strict=False):
+        assert (a.value, b.value) in API_TABLE
+    assert sum(s in FINAL_STATES for s in path) <= 1
+
+
+class RunMachine(RuleBasedStateMachine):
+    """Random event sequences on one run: every path is in the table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.machine = StateMachine()
+        self.path = [State.INITIAL]
+
+    @rule(event=st.sampled_from(Event))
+    def fire(self, event: Event) -> None:
+        before = self.machine.state
+        if self.machine.can_fire(event):
+            self.path.append(self.machine.fire(event))
+        else:
+            with pytest.raises(IllegalTransitionError):
+                self.machine.fire(event)
+            assert self.machine.state is before
+
+    @precondition(lambda self: self.machine.state in FINAL_STATES)
+    @rule(event=st.sampled_from(Event))
+    def final_is_absorbing(self, event: Event) -> None:
+        final = self.machine.state
+        with pytest.raises(IllegalTransitionError):
+            self.machine.fire(event)
+        assert self.machine.state is final
+
+    @invariant()
+    def path_is_in_table(self) -> None:
+        for a, b in zip(self.path, self.path[1:], strict=False):
+            assert (a.value, b.value) in API_TABLE
+        assert self.path[-1] is self.machine.state
+
+    @invariant()
+    def at_most_one_final_state(self) -> None:
+        finals = [s for s in self.path if s in FINAL_STATES]
+        assert len(finals) <= 1
+        if finals:
+            assert self.path[-1] is finals[0]
+
+    def teardown(self) -> None:
+        # Every run that started can be driven to exactly one final state.
+        for event in (Event.START, Event.SPAWNED, Event.STOP, Event.SIGNALLED):
+            if self.machine.can_fire(event):
+                self.path.append(self.machine.fire(event))
+        if self.path[-1] is not State.INITIAL:
+            assert self.machine.state in FINAL_STATES
+            assert sum(s in FINAL_STATES for s in self.path) == 1
+
+
+TestRunMachine = RunMachine.TestCase
