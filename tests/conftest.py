@@ -1,0 +1,59 @@
+"""Fixtures shared by the real-process tests.
+
+``no_survivors`` (autouse) tags every test: it puts ``TRIO_OVERSEER_TEST_TAG``
+into the test process's environment, which every child (and grandchild)
+inherits; tests that give a child its own environment add the tag with
+``children.tagged_env()``.  At teardown it scans ``/proc/*/environ`` for the
+tag, SIGKILLs every survivor and fails the test naming it, and fails too if
+the test process left a zombie child (a child that was never reaped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from children import (
+    TAG_VAR,
+    describe,
+    kill_quietly,
+    my_zombies,
+    tagged_pids,
+    wait_gone_sync,
+)
+
+#: A process SIGKILLed by the library an instant before the test ended may
+#: still be on its way out; anything alive after this grace is a survivor.
+SURVIVOR_GRACE = 0.5
+
+
+@pytest.fixture(autouse=True)
+def no_survivors(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TAG_VAR, tag)
+    yield tag
+
+    problems = []
+    survivors = wait_gone_sync(tagged_pids(tag), SURVIVOR_GRACE)
+    if survivors:
+        problems.append("processes survived the test: " + "; ".join(map(describe, survivors)))
+        for pid in survivors:
+            kill_quietly(pid)
+        wait_gone_sync(survivors, 5.0)
+    zombies = my_zombies()
+    if zombies:
+        problems.append("zombie children of the test process: " + "; ".join(map(describe, zombies)))
+        for pid in zombies:
+            with contextlib.suppress(ChildProcessError):  # reaped meanwhile
+                os.waitpid(pid, os.WNOHANG)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def tag(no_survivors: str) -> str:
+    """The tag of this test's processes."""
+    return no_survivors
