@@ -31,7 +31,7 @@ import signal as _signal
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -40,6 +40,7 @@ import trio
 from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd
 from ._errors import OverseerError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
+from ._ready import Readiness, make_readiness, wait_ready
 from ._records import STDOUT, LogMsg, ProcessInfo
 from ._spawn import signal_name
 from ._state import FINAL_STATES, State
@@ -61,6 +62,7 @@ class _Proc:
     id: str
     cmd: Cmd  # the latest run; replaced by a clone for each new run
     retry_times: int  # the configured budget (cmd.stop() zeroes the Cmd's own copy)
+    readiness: Readiness
     cmdline: str
     out_log: logging.Logger
     supervising: bool = False
@@ -138,8 +140,21 @@ class Overseer:
         buffered: bool = False,
         stop_signal: int = _signal.SIGTERM,
         stop_timeout: float | None = None,
+        ready_line: str | re.Pattern[str] | None = None,
+        ready_port: int | tuple[str, int] | None = None,
+        ready_url: str | None = None,
+        ready_path: str | os.PathLike[str] | None = None,
+        ready_check: Callable[[], Awaitable[bool]] | None = None,
+        ready_timeout: float = 30.0,
     ) -> Cmd:
         """Register a proc without starting it, and return its `Cmd`.
+
+        The ``ready_*`` options declare how `start()` knows the proc is ready
+        (a line matching a regex on stdout/stderr, a TCP port accepting
+        connections, an HTTP URL answering below 500, a path that exists, an
+        async predicate); `start()` then returns only once all of them hold,
+        or raises `NotReadyError` after `ready_timeout` seconds or when the
+        process ends first.
 
         Raises:
           ProcExistsError: `id` is already registered.
@@ -167,9 +182,19 @@ class Overseer:
             )
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"proc {id!r}: {exc}") from None
+        readiness = make_readiness(
+            id,
+            line=ready_line,
+            port=ready_port,
+            url=ready_url,
+            path=ready_path,
+            check=ready_check,
+            timeout=ready_timeout,
+        )
         rec = _Proc(
             id=id,
             cmd=cmd,
+            readiness=readiness,
             retry_times=retry_times,
             cmdline=shlex.join([exec, *cmd.args]),
             out_log=logging.getLogger(f"trio_overseer.proc.{id}"),
@@ -469,6 +494,8 @@ class Overseer:
             if not rec.began:
                 self._release(rec)
             raise
+        if rec.readiness:
+            await wait_ready(self, id, rec.readiness)
         return self._info(rec)
 
     def stop(self, id: str, *, kill: bool = False) -> None:
