@@ -508,8 +508,9 @@ async def test_crlf_split_across_writes() -> None:
 
 async def test_long_line_split_into_chunks() -> None:
     size = 16384
-    cmd = Cmd(PY, WRITE_REPEATED("x", 100_000, end="\nnext\n"), streaming=True,
-              line_buffer_size=size)
+    cmd = Cmd(
+        PY, WRITE_REPEATED("x", 100_000, end="\nnext\n"), streaming=True, line_buffer_size=size
+    )
     with trio.fail_after(T):
         status, out, _ = await run_collect(cmd)
     *chunks, last = out
@@ -541,8 +542,9 @@ async def test_line_one_byte_over_buffer_size() -> None:
 @pytest.mark.parametrize("size", [16384, 7, 4])
 async def test_multibyte_characters_stay_whole_at_chunk_boundaries(unit: str, size: int) -> None:
     count = 100_000 // len(unit.encode()) if size > 100 else 25
-    cmd = Cmd(PY, WRITE_REPEATED(unit, count, end="\nnext\n"), streaming=True,
-              line_buffer_size=size)
+    cmd = Cmd(
+        PY, WRITE_REPEATED(unit, count, end="\nnext\n"), streaming=True, line_buffer_size=size
+    )
     with trio.fail_after(T):
         _, out, _ = await run_collect(cmd)
     *chunks, last = out

@@ -1,0 +1,984 @@
+"""Overseer: registry, supervision, restarts, fan-out, readiness, block exit."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import re
+import signal
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from children import (
+    EXIT_0,
+    EXIT_1,
+    EXIT_42,
+    FAIL_UNTIL,
+    IGNORE_SIGTERM,
+    KILL_SELF,
+    PRINT_BOTH,
+    PRINT_LINES,
+    PRINT_SIGNALS,
+    PRINT_THEN_SLEEP,
+    PY,
+    SLEEP_FOREVER,
+    exit_with,
+    pid_alive,
+)
+
+from trio_overseer import (
+    STDERR,
+    STDOUT,
+    Cmd,
+    LogMsg,
+    Overseer,
+    OverseerError,
+    ProcessInfo,
+    ProcessJSON,
+    ProcExistsError,
+    ProcRunningError,
+    State,
+    UnknownProcError,
+    open_overseer,
+)
+
+T = 20  # guard for anything awaited on real processes; never a sync point
+FINAL = frozenset({State.FINISHED, State.INTERRUPTED, State.FATAL})
+ALLOWED = {
+    State.INITIAL: {State.STARTING},
+    State.STARTING: {State.RUNNING, State.FATAL, State.STOPPING},
+    State.RUNNING: {State.STOPPING, State.FINISHED, State.INTERRUPTED},
+    State.STOPPING: {State.FINISHED, State.INTERRUPTED},
+}
+
+
+def overseer(**kwargs: Any) -> Any:
+    """open_overseer with test defaults: no signal handling, short timeouts."""
+    kwargs.setdefault("handle_signals", False)
+    kwargs.setdefault("stop_timeout", 1.0)
+    kwargs.setdefault("backoff_base", 0.01)
+    return open_overseer(**kwargs)
+
+
+class Recorder:
+    """Subscribes to an Overseer's states (or logs) and keeps them with receipt times."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.times: list[float] = []
+        self.closed = False
+
+    def watch_state(self, ovr: Overseer) -> trio.MemoryReceiveChannel[ProcessInfo]:
+        send, recv = trio.open_memory_channel[ProcessInfo](math.inf)
+        ovr.watch_state(send)
+        return recv
+
+    async def pump(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
+        async for item in recv:
+            self.items.append(item)
+            self.times.append(trio.current_time())
+        self.closed = True
+
+    def of(self, id: str) -> list[ProcessInfo]:
+        return [info for info in self.items if info.id == id]
+
+    def states(self, id: str) -> list[State]:
+        return [info.state for info in self.of(id)]
+
+
+def drain(recv: trio.MemoryReceiveChannel[Any]) -> tuple[list[Any], bool]:
+    """Everything buffered in ``recv``, and whether it ended with EndOfChannel."""
+    items = []
+    while True:
+        try:
+            items.append(recv.receive_nowait())
+        except trio.WouldBlock:
+            return items, False
+        except trio.EndOfChannel:
+            return items, True
+
+
+def split_runs(states: Sequence[State]) -> list[list[State]]:
+    """Split one proc's state events into runs; check each is a path of the table."""
+    runs: list[list[State]] = []
+    for state in states:
+        if not runs or runs[-1][-1] in FINAL or state is State.INITIAL:
+            runs.append([])
+        runs[-1].append(state)
+    runs = [run[1:] if run[0] is State.INITIAL else run for run in runs]
+    runs = [run for run in runs if run]  # an "initial" event alone is no run
+    for run in runs:
+        assert run[0] is State.STARTING, runs
+        for a, b in itertools.pairwise(run):
+            assert b in ALLOWED.get(a, set()), f"illegal transition {a} -> {b} in {runs}"
+        assert run[-1] in FINAL, runs
+    return runs
+
+
+# --- registry ---------------------------------------------------------------------
+
+
+async def test_add_and_queries(tmp_path: Path) -> None:
+    async with overseer() as ovr:
+        cmd = ovr.add("b", PY, EXIT_0)
+        assert isinstance(cmd, Cmd)
+        ovr.add("a", PY, EXIT_0, group="g1")
+        ovr.add("d", PY, EXIT_0, group="g1")
+        ovr.add("c", PY, EXIT_0, group="g2", dir=tmp_path, delay_start=0.25, retry_times=2)
+        assert ovr.list_all() == ["a", "b", "c", "d"]
+        assert ovr.list_group("g1") == ["a", "d"]
+        assert ovr.list_group("g2") == ["c"]
+        assert ovr.list_group("nope") == []
+        assert ovr.has_proc("a") and not ovr.has_proc("zz")
+        info = ovr.status("c")
+        assert isinstance(info, ProcessInfo)
+        assert (info.id, info.group, info.pid, info.state) == ("c", "g2", 0, State.INITIAL)
+        assert PY in info.cmd and "-c" in info.cmd
+        assert str(info.dir) == str(tmp_path)
+        assert (info.delay_start, info.retry_times) == (0.25, 2)
+        assert info.restarts == 0 and info.restart_in is None
+        assert info.error is None
+
+
+async def test_to_dict_keys_and_values(tmp_path: Path) -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, EXIT_42, group="g", dir=tmp_path, delay_start=0.01, retry_times=0)
+        before = time.time()
+        with trio.fail_after(T):
+            assert await ovr.supervise("p") == 42
+        info = ovr.status("p")
+    d = info.to_dict()
+    assert set(d) == {
+        "id", "group", "cmd", "dir", "PID", "state", "exitCode", "error",
+        "startTime", "delayStart", "retryTimes",
+    }  # fmt: skip
+    json.dumps(d)  # JSON-ready
+    assert (d["id"], d["group"], d["PID"], d["exitCode"]) == ("p", "g", info.pid, 42)
+    assert d["state"] == "finished"
+    assert d["delayStart"] == 10 and isinstance(d["delayStart"], int)
+    assert d["retryTimes"] == 0
+    assert d["cmd"] == info.cmd
+    started = datetime.fromisoformat(d["startTime"])
+    assert started.tzinfo is not None
+    assert started.timestamp() == pytest.approx(info.start_time, abs=1e-3)
+    assert before <= info.start_time <= time.time()
+
+
+def test_process_json_is_process_info() -> None:
+    assert ProcessJSON is ProcessInfo
+
+
+async def test_duplicate_id() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, EXIT_0)
+        with pytest.raises(ProcExistsError) as info:
+            ovr.add("p", PY, EXIT_1)
+        assert isinstance(info.value, ValueError) and isinstance(info.value, OverseerError)
+
+
+async def test_empty_id_or_exec() -> None:
+    async with overseer() as ovr:
+        with pytest.raises(ValueError):
+            ovr.add("", PY, EXIT_0)
+        with pytest.raises(ValueError):
+            ovr.add("p", "", EXIT_0)
+        assert ovr.list_all() == []
+
+
+async def test_unknown_ids() -> None:
+    async with overseer() as ovr:
+        for call in (
+            lambda: ovr.status("nope"),
+            lambda: ovr.stop("nope"),
+            lambda: ovr.signal("nope", signal.SIGTERM),
+            lambda: ovr.remove("nope"),
+        ):
+            with pytest.raises(UnknownProcError) as info:
+                call()
+            assert isinstance(info.value, LookupError)
+        with pytest.raises(UnknownProcError):
+            await ovr.supervise("nope")
+        with pytest.raises(UnknownProcError):
+            await ovr.start("nope")
+
+
+async def test_remove() -> None:
+    async with overseer() as ovr:
+        ovr.add("idle", PY, EXIT_0)
+        ovr.remove("idle")
+        assert not ovr.has_proc("idle") and ovr.list_all() == []
+        ovr.add("done", PY, EXIT_0)
+        with trio.fail_after(T):
+            await ovr.supervise("done")
+        ovr.remove("done")
+        assert not ovr.has_proc("done")
+        ovr.add("idle", PY, EXIT_0)  # the id is free again
+        assert ovr.has_proc("idle")
+
+
+async def test_remove_running_raises() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER)
+        with trio.fail_after(T):
+            await ovr.start("p")
+            with pytest.raises(ProcRunningError) as info:
+                ovr.remove("p")
+            assert isinstance(info.value, RuntimeError) and isinstance(info.value, OverseerError)
+            assert ovr.has_proc("p")
+            ovr.stop("p")
+            await ovr.wait_for_state("p", *FINAL)
+
+
+async def test_supervise_twice_raises() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER)
+        with trio.fail_after(T):
+            await ovr.start("p")
+            with pytest.raises(ProcRunningError):
+                await ovr.supervise("p")
+            ovr.stop("p")
+            await ovr.wait_for_state("p", *FINAL)
+
+
+async def test_supervise_twice_concurrently_raises() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER)
+        with trio.fail_after(T):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ovr.supervise, "p")
+                await ovr.wait_for_state("p", State.RUNNING)
+                with pytest.raises(ProcRunningError):
+                    await ovr.supervise("p")
+                ovr.stop("p")
+
+
+# --- supervise and restarts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, 1, 42])
+async def test_supervise_returns_exit_code(code: int) -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, exit_with(code))
+        with trio.fail_after(T):
+            assert await ovr.supervise("p") == code
+        info = ovr.status("p")
+        assert info.state is State.FINISHED and info.exit_code == code and info.pid > 0
+
+
+async def supervise_recorded(
+    ovr_kwargs: dict[str, Any], id: str, exec: str, args: Sequence[str], **add_kwargs: Any
+) -> tuple[int, Recorder, ProcessInfo]:
+    """Supervise one proc to its end; return its result, every state event, its status."""
+    rec = Recorder()
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery, overseer(**ovr_kwargs) as ovr:
+            nursery.start_soon(rec.pump, rec.watch_state(ovr))
+            ovr.add(id, exec, args, **add_kwargs)
+            result = await ovr.supervise(id)
+            info = ovr.status(id)
+    assert rec.closed
+    return result, rec, info
+
+
+async def test_retry_times_on_failure() -> None:
+    result, rec, info = await supervise_recorded({}, "p", PY, EXIT_1, retry_times=3)
+    assert result == 1
+    runs = split_runs(rec.states("p"))
+    assert runs == [[State.STARTING, State.RUNNING, State.FINISHED]] * 4
+    finals = [i for i in rec.of("p") if i.state in FINAL]
+    assert [i.exit_code for i in finals] == [1] * 4
+    assert [i.restarts for i in finals] == [0, 1, 2, 3]
+    assert all(i.restart_in is not None for i in finals[:-1])
+    assert finals[-1].restart_in is None
+    assert info.restarts == 3 and info.exit_code == 1
+
+
+async def test_no_restart_after_success() -> None:
+    result, rec, _ = await supervise_recorded({}, "p", PY, EXIT_0, retry_times=3)
+    assert result == 0
+    assert split_runs(rec.states("p")) == [[State.STARTING, State.RUNNING, State.FINISHED]]
+    assert rec.of("p")[-1].restart_in is None
+
+
+async def test_retry_until_success(tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    result, rec, info = await supervise_recorded({}, "p", PY, FAIL_UNTIL(counter, 3), retry_times=5)
+    assert result == 0
+    assert len(split_runs(rec.states("p"))) == 3
+    assert counter.read_text() == "3"
+    assert info.restarts == 2
+
+
+async def test_retry_after_signal() -> None:
+    result, rec, _ = await supervise_recorded({}, "p", PY, KILL_SELF, retry_times=1)
+    assert result == -signal.SIGKILL
+    runs = split_runs(rec.states("p"))
+    assert runs == [[State.STARTING, State.RUNNING, State.INTERRUPTED]] * 2
+    assert rec.of("p")[-1].error == "signal: SIGKILL"
+
+
+async def test_retry_after_fatal(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    result, rec, info = await supervise_recorded({}, "p", missing, (), retry_times=2)
+    assert result == -1
+    assert split_runs(rec.states("p")) == [[State.STARTING, State.FATAL]] * 3
+    assert info.state is State.FATAL
+    assert info.error is not None and "No such file or directory" in info.error
+
+
+async def test_delay_start_honoured() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, EXIT_0, delay_start=0.3)
+        added = time.time()
+        with trio.fail_after(T):
+            await ovr.supervise("p")
+        info = ovr.status("p")
+    assert 0.3 <= info.start_time - added < 0.3 + 10
+
+
+@pytest.mark.parametrize(("delay", "backoff_max"), [(0.0, 30.0), (0.03, 30.0), (0.0, 0.06)])
+async def test_backoff_between_restarts(delay: float, backoff_max: float) -> None:
+    base, retries = 0.05, 4
+    result, rec, _ = await supervise_recorded(
+        {"backoff_base": base, "backoff_max": backoff_max},
+        "p", PY, EXIT_1, retry_times=retries, delay_start=delay,
+    )  # fmt: skip
+    assert result == 1
+    finals = [(t, i) for t, i in zip(rec.times, rec.items, strict=True) if i.state in FINAL]
+    runnings = [t for t, i in zip(rec.times, rec.items, strict=True) if i.state is State.RUNNING]
+    assert len(finals) == len(runnings) == retries + 1
+    for k in range(1, retries + 1):
+        d = min(backoff_max, base * 2 ** (k - 1))
+        stopped_at, info = finals[k - 1]
+        assert info.restart_in is not None
+        assert delay + d / 2 - 1e-9 <= info.restart_in <= delay + d + 1e-9, (k, info.restart_in)
+        gap = runnings[k] - stopped_at  # measured at receipt: a few ms of noise either way
+        assert info.restart_in - 0.03 <= gap <= info.restart_in + 5, (k, gap, info.restart_in)
+    assert finals[-1][1].restart_in is None
+
+
+async def test_stop_during_backoff_cancels_restart() -> None:
+    rec = Recorder()
+    results: list[int] = []
+    with trio.fail_after(T):
+        async with trio.open_nursery() as outer, overseer(backoff_base=10.0) as ovr:
+            states = rec.watch_state(ovr)
+            ovr.add("p", PY, EXIT_1, retry_times=3)
+            async with trio.open_nursery() as nursery:
+
+                async def supervise() -> None:
+                    results.append(await ovr.supervise("p"))
+
+                nursery.start_soon(supervise)
+                async for info in states:
+                    rec.items.append(info)
+                    if info.state in FINAL:
+                        break
+                assert info.restart_in is not None and info.restart_in >= 5
+                stopped = trio.current_time()
+                ovr.stop("p")
+            # supervise() has returned
+            assert trio.current_time() - stopped < 2
+            assert results == [1]
+            # the cancelled restart never happened: the last run's outcome stays
+            info = ovr.status("p")
+            assert (info.state, info.exit_code, info.restarts) == (State.FINISHED, 1, 0)
+            outer.start_soon(rec.pump, states)
+    assert rec.states("p").count(State.STARTING) == 1
+
+
+# --- start / stop / signal ---------------------------------------------------------------
+
+
+async def test_start_returns_running_info() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER)
+        with trio.fail_after(T):
+            info = await ovr.start("p")
+            assert info.id == "p" and info.state is State.RUNNING
+            assert info.pid > 0 and pid_alive(info.pid)
+            assert ovr.status("p").state is State.RUNNING
+            ovr.stop("p")
+            end = await ovr.wait_for_state("p", *FINAL)
+    assert end.state is State.INTERRUPTED and end.error == "signal: SIGTERM"
+    assert end.exit_code == -signal.SIGTERM
+    assert not pid_alive(info.pid)
+
+
+async def test_start_of_unstartable_returns_fatal(tmp_path: Path) -> None:
+    async with overseer() as ovr:
+        ovr.add("p", str(tmp_path / "missing"))
+        with trio.fail_after(T):
+            info = await ovr.start("p")
+    assert info.state is State.FATAL
+    assert info.exit_code == -1
+    assert info.error is not None and "No such file or directory" in info.error
+
+
+async def test_start_needs_the_block() -> None:
+    ovr = Overseer(handle_signals=False)
+    ovr.add("p", PY, EXIT_0)
+    with pytest.raises(OverseerError):
+        await ovr.start("p")
+    async with overseer() as ovr:
+        ovr.add("p", PY, EXIT_0)
+    with pytest.raises(OverseerError):
+        await ovr.start("p")  # the block has ended
+    assert ovr.status("p").state is State.INITIAL
+
+
+async def test_stop_idle_proc_is_noop() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, EXIT_0)
+        ovr.stop("p")
+        assert ovr.status("p").state is State.INITIAL
+        with trio.fail_after(T):
+            assert await ovr.supervise("p") == 0
+
+
+async def test_signal() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, PRINT_SIGNALS)
+        ovr.signal("p", signal.SIGUSR1)  # not running: no-op
+        with trio.fail_after(T):
+            await ovr.start("p")
+            await ovr.wait_for_log("p", "^ready$")
+            ovr.signal("p", signal.SIGUSR1)
+            await ovr.wait_for_log("p", "^got SIGUSR1$")
+            assert ovr.status("p").state is State.RUNNING
+            ovr.stop("p")
+            end = await ovr.wait_for_state("p", *FINAL)
+    assert end.error == "signal: SIGTERM"
+
+
+@pytest.mark.parametrize("kill", [False, True])
+async def test_stop_all(kill: bool) -> None:
+    ids = ["a", "b", "c"]
+    async with overseer(stop_timeout=60 if kill else 1.0) as ovr:
+        for id in ids:
+            ovr.add(id, PY, IGNORE_SIGTERM if kill else SLEEP_FOREVER)
+        with trio.fail_after(T):
+            pids = [(await ovr.start(id)).pid for id in ids]
+            for id in ids:
+                await ovr.wait_for_log(id, "ready")
+            ovr.stop_all(kill)
+            for id in ids:
+                await ovr.wait_for_state(id, *FINAL)
+        expected = "signal: SIGKILL" if kill else "signal: SIGTERM"
+        assert [ovr.status(id).error for id in ids] == [expected] * 3
+    assert not any(map(pid_alive, pids))
+
+
+async def test_overseer_stop_timeout_applies_and_can_be_overridden() -> None:
+    async with overseer(stop_timeout=0.4) as ovr:
+        ovr.add("default", PY, IGNORE_SIGTERM)
+        ovr.add("own", PY, IGNORE_SIGTERM, stop_timeout=60)
+        with trio.fail_after(T):
+            for id in ("default", "own"):
+                await ovr.start(id)
+                await ovr.wait_for_log(id, "ready")
+            start = trio.current_time()
+            ovr.stop("default")
+            ovr.stop("own")
+            end = await ovr.wait_for_state("default", *FINAL)
+            elapsed = trio.current_time() - start
+            assert end.error == "signal: SIGKILL"
+            assert 0.35 <= elapsed < 10
+            assert ovr.status("own").state is State.STOPPING  # still within its 60 s
+            ovr.stop_all(kill=True)
+            end = await ovr.wait_for_state("own", *FINAL)
+            assert end.error == "signal: SIGKILL"
+
+
+# --- watch_state ------------------------------------------------------------------------
+
+
+async def test_watch_state_paths(tmp_path: Path) -> None:
+    rec = Recorder()
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            nursery.start_soon(rec.pump, rec.watch_state(ovr))
+            ovr.add("ok", PY, EXIT_0)
+            ovr.add("fail", PY, EXIT_42)
+            ovr.add("fatal", str(tmp_path / "missing"))
+            ovr.add("stopped", PY, SLEEP_FOREVER)
+            await ovr.start("stopped")
+            await ovr.supervise("ok")
+            await ovr.supervise("fail")
+            await ovr.supervise("fatal")
+            ovr.stop("stopped")
+            await ovr.wait_for_state("stopped", *FINAL)
+    assert split_runs(rec.states("ok")) == [[State.STARTING, State.RUNNING, State.FINISHED]]
+    assert split_runs(rec.states("fail")) == [[State.STARTING, State.RUNNING, State.FINISHED]]
+    assert split_runs(rec.states("fatal")) == [[State.STARTING, State.FATAL]]
+    assert split_runs(rec.states("stopped")) == [
+        [State.STARTING, State.RUNNING, State.STOPPING, State.INTERRUPTED]
+    ]
+    assert rec.of("fail")[-1].exit_code == 42
+    assert rec.of("stopped")[-1].error == "signal: SIGTERM"
+    running = next(i for i in rec.of("ok") if i.state is State.RUNNING)
+    assert running.pid > 0 and running.start_time > 0
+
+
+async def test_watch_state_cut_off_when_buffer_full(caplog: pytest.LogCaptureFixture) -> None:
+    slow_send, slow_recv = trio.open_memory_channel[ProcessInfo](1)
+    rec = Recorder()
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            ovr.watch_state(slow_send)
+            nursery.start_soon(rec.pump, rec.watch_state(ovr))
+            ovr.add("p", PY, EXIT_0)
+            await ovr.supervise("p")
+    got, closed = drain(slow_recv)
+    assert closed, "a subscriber that fell behind must see its channel closed"
+    assert got == rec.items[:1]
+    assert len(rec.items) >= 3
+    assert any(r.name == "trio_overseer" and r.levelno == logging.WARNING for r in caplog.records)
+
+
+async def test_zero_buffer_refused() -> None:
+    async with overseer() as ovr:
+        send_s, _ = trio.open_memory_channel[ProcessInfo](0)
+        with pytest.raises(ValueError):
+            ovr.watch_state(send_s)
+        send_l, _ = trio.open_memory_channel[LogMsg](0)
+        with pytest.raises(ValueError):
+            ovr.watch_logs(send_l)
+        with pytest.raises(ValueError):
+            ovr.watch_logs(send_l, batched=True)
+
+
+async def test_closed_receivers_dropped_silently(caplog: pytest.LogCaptureFixture) -> None:
+    async with overseer() as ovr:
+        state_send, state_recv = trio.open_memory_channel[ProcessInfo](100)
+        log_send, log_recv = trio.open_memory_channel[LogMsg](100)
+        ovr.watch_state(state_send)
+        ovr.watch_logs(log_send)
+        state_recv.close()
+        log_recv.close()
+        ovr.add("p", PY, PRINT_LINES(50))
+        with trio.fail_after(T):
+            assert await ovr.supervise("p") == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_unwatch() -> None:
+    async with overseer() as ovr:
+        state_send, state_recv = trio.open_memory_channel[ProcessInfo](math.inf)
+        log_send, log_recv = trio.open_memory_channel[LogMsg](math.inf)
+        ovr.watch_state(state_send)
+        ovr.watch_logs(log_send)
+        ovr.add("p", PY, PRINT_LINES(3))
+        with trio.fail_after(T):
+            await ovr.supervise("p")
+        ovr.unwatch_state(state_send)
+        ovr.unwatch_logs(log_send)
+        states_before, _ = drain(state_recv)
+        logs_before, _ = drain(log_recv)
+        with trio.fail_after(T):
+            await ovr.supervise("p")
+        states_after, _ = drain(state_recv)
+        logs_after, _ = drain(log_recv)
+    assert len(states_before) >= 3 and [m.text for m in logs_before] == ["0", "1", "2"]
+    assert states_after == [] and logs_after == []
+
+
+async def test_channels_closed_when_block_exits() -> None:
+    states: list[ProcessInfo] = []
+    logs: list[LogMsg] = []
+
+    async def consume(recv: trio.MemoryReceiveChannel[Any], into: list[Any]) -> None:
+        async for item in recv:
+            into.append(item)
+
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            s_send, s_recv = trio.open_memory_channel[ProcessInfo](math.inf)
+            l_send, l_recv = trio.open_memory_channel[LogMsg](math.inf)
+            ovr.watch_state(s_send)
+            ovr.watch_logs(l_send)
+            nursery.start_soon(consume, s_recv, states)
+            nursery.start_soon(consume, l_recv, logs)
+            ovr.add("p", PY, SLEEP_FOREVER)
+            await ovr.start("p")
+            await ovr.wait_for_log("p", "ready")
+            # leaving the block stops "p"; its final state is the last event
+    assert states[-1].state is State.INTERRUPTED
+    assert [m.text for m in logs] == ["ready"]
+
+
+# --- watch_logs --------------------------------------------------------------------------
+
+
+async def run_with_logs(n: int, batched: bool) -> list[Any]:
+    rec = Recorder()
+    send, recv = trio.open_memory_channel[Any](math.inf)
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            ovr.watch_logs(send, batched=batched)
+            nursery.start_soon(rec.pump, recv)
+            ovr.add("a", PY, PRINT_BOTH(n))
+            ovr.add("b", PY, PRINT_BOTH(n))
+            await ovr.supervise_all()
+    return rec.items
+
+
+def check_logs(msgs: list[LogMsg], n: int) -> None:
+    assert all(isinstance(m, LogMsg) for m in msgs)
+    for id in ("a", "b"):
+        out = [m for m in msgs if m.id == id and m.type == STDOUT]
+        err = [m for m in msgs if m.id == id and m.type == STDERR]
+        assert [m.text for m in out] == [f"out {i}" for i in range(n)]
+        assert [m.text for m in err] == [f"err {i}" for i in range(n)]
+        for stream in (out, err):
+            stamps = [m.ts for m in stream]
+            assert stamps == sorted(stamps) and stamps[0] > 1e9  # Unix seconds
+    assert len(msgs) == 4 * n
+
+
+async def test_watch_logs_every_line_in_order() -> None:
+    check_logs(await run_with_logs(300, batched=False), 300)
+
+
+async def test_watch_logs_batched() -> None:
+    batches = await run_with_logs(300, batched=True)
+    assert all(isinstance(b, tuple) and b for b in batches)
+    check_logs([m for b in batches for m in b], 300)
+
+
+async def test_slow_log_subscriber_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
+    n = 2000
+    slow_send, slow_recv = trio.open_memory_channel[LogMsg](5)
+    rec = Recorder()
+    fast_send, fast_recv = trio.open_memory_channel[LogMsg](math.inf)
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            ovr.watch_logs(slow_send)
+            ovr.watch_logs(fast_send)
+            nursery.start_soon(rec.pump, fast_recv)
+            ovr.add("p", PY, PRINT_LINES(n))
+            # the slow subscriber is never read: the proc must not wait for it
+            assert await ovr.supervise("p") == 0
+    assert [m.text for m in rec.items] == [str(i) for i in range(n)]
+    got, closed = drain(slow_recv)
+    assert closed, "the slow subscriber was silently skipped, not cut off"
+    assert [m.text for m in got] == ["0", "1", "2", "3", "4"]
+    with pytest.raises(trio.ClosedResourceError):
+        slow_send.send_nowait(got[0])
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.name for r in warnings] == ["trio_overseer"]
+
+
+async def test_lines_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with overseer() as ovr:
+        ovr.add("talker", PY, PRINT_BOTH(3))
+        with trio.fail_after(T):
+            await ovr.supervise("talker")
+    messages = [r.getMessage() for r in caplog.records if r.name == "trio_overseer.proc.talker"]
+    for text in ("out 0", "out 1", "out 2", "err 0", "err 1", "err 2"):
+        assert [m for m in messages if text in m], (text, messages)
+    outs = [next(i for i, m in enumerate(messages) if f"out {k}" in m) for k in range(3)]
+    assert outs == sorted(outs)
+
+
+# --- readiness helpers ---------------------------------------------------------------
+
+
+async def test_wait_for_state_already_there() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, EXIT_0)
+        with trio.fail_after(1):
+            info = await ovr.wait_for_state("p", State.INITIAL)
+        assert info.state is State.INITIAL
+        with trio.fail_after(T):
+            await ovr.supervise("p")
+        with trio.fail_after(1):
+            info = await ovr.wait_for_state("p", State.INTERRUPTED, State.FINISHED)
+        assert info.state is State.FINISHED and info.id == "p"
+
+
+@pytest.mark.parametrize("transient", [State.STARTING, State.RUNNING])
+async def test_wait_for_state_catches_transient_states(transient: State) -> None:
+    got: list[ProcessInfo] = []
+    async with overseer() as ovr:
+        ovr.add("p", PY, EXIT_0)
+
+        async def waiter() -> None:
+            got.append(await ovr.wait_for_state("p", transient))
+
+        with trio.fail_after(T):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                await ovr.supervise("p")
+    assert [info.state for info in got] == [transient]
+
+
+async def test_wait_for_state_catches_stopping() -> None:
+    got: list[ProcessInfo] = []
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER)
+
+        async def waiter() -> None:
+            got.append(await ovr.wait_for_state("p", State.STOPPING))
+
+        with trio.fail_after(T):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await ovr.start("p")
+                ovr.stop("p")
+                await ovr.wait_for_state("p", *FINAL)
+    assert [info.state for info in got] == [State.STOPPING]
+
+
+async def test_wait_for_state_timeout() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER)
+        with trio.fail_after(T):
+            await ovr.start("p")
+            start = trio.current_time()
+            with pytest.raises(TimeoutError):
+                await ovr.wait_for_state("p", State.FINISHED, timeout=0.2)
+            assert trio.current_time() - start >= 0.19
+            ovr.stop("p")
+
+
+async def test_wait_for_log() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, PRINT_THEN_SLEEP("first line", "second line"))
+        ovr.add("sig", PY, PRINT_SIGNALS)
+        with trio.fail_after(T):
+            await ovr.start("p")
+            await ovr.start("sig")
+            ready = await ovr.wait_for_log("p", "^ready$")
+            assert (ready.id, ready.type, ready.text) == ("p", STDOUT, "ready")
+            # lines printed before the call still match
+            first = await ovr.wait_for_log("p", "first")
+            assert first.text == "first line"
+            second = await ovr.wait_for_log("p", re.compile(r"sec.nd"))
+            assert second.text == "second line"
+            # and future lines too
+            await ovr.wait_for_log("sig", "ready")
+            async with trio.open_nursery() as nursery:
+                got: list[LogMsg] = []
+
+                async def waiter() -> None:
+                    got.append(await ovr.wait_for_log("sig", "SIGUSR1"))
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                ovr.signal("sig", signal.SIGUSR1)
+            assert got[0].text == "got SIGUSR1" and got[0].id == "sig"
+            with pytest.raises(TimeoutError):
+                await ovr.wait_for_log("p", "never printed", timeout=0.2)
+            ovr.stop_all()
+
+
+async def test_wait_for_log_on_stderr() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, PRINT_BOTH(2))
+        with trio.fail_after(T):
+            async with trio.open_nursery() as nursery:
+                got: list[LogMsg] = []
+
+                async def waiter() -> None:
+                    got.append(await ovr.wait_for_log("p", "^err 1$"))
+
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                await ovr.supervise("p")
+    assert got[0].type == STDERR
+
+
+# --- many procs, many overseers --------------------------------------------------------
+
+
+async def test_many_concurrent_procs() -> None:
+    n = 120
+    rec = Recorder()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            nursery.start_soon(rec.pump, rec.watch_state(ovr))
+            for i in range(n):
+                ovr.add(f"p{i:03}", PY, exit_with(i % 7))
+            await ovr.supervise_all()
+            infos = [ovr.status(f"p{i:03}") for i in range(n)]
+    assert [i.exit_code for i in infos] == [i % 7 for i in range(n)]
+    assert all(i.state is State.FINISHED for i in infos)
+    assert len({i.pid for i in infos}) == n
+    for i in range(n):
+        assert split_runs(rec.states(f"p{i:03}")) == [
+            [State.STARTING, State.RUNNING, State.FINISHED]
+        ]
+
+
+async def test_several_overseers_at_once() -> None:
+    async def one(code: int, seen: dict[int, list[ProcessInfo]]) -> None:
+        rec = Recorder()
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            nursery.start_soon(rec.pump, rec.watch_state(ovr))
+            ovr.add("same-id", PY, exit_with(code))
+            ovr.add("sleeper", PY, SLEEP_FOREVER)
+            await ovr.start("sleeper")
+            assert await ovr.supervise("same-id") == code
+            ovr.stop("sleeper")
+            await ovr.wait_for_state("sleeper", *FINAL)
+        seen[code] = rec.items
+
+    seen: dict[int, list[ProcessInfo]] = {}
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery:
+            for code in (3, 4, 5):
+                nursery.start_soon(one, code, seen)
+    for code, infos in seen.items():
+        finals = [i for i in infos if i.id == "same-id" and i.state in FINAL]
+        assert [i.exit_code for i in finals] == [code]
+        assert len([i for i in infos if i.id == "sleeper" and i.state in FINAL]) == 1
+
+
+# --- supervise_all and Overseer without a block -------------------------------------------
+
+
+async def test_supervise_all_without_block(tmp_path: Path) -> None:
+    ovr = Overseer(handle_signals=False, backoff_base=0.01)
+    assert not ovr.is_running() and not ovr.is_stopping()
+    ovr.add("ok", PY, EXIT_0)
+    ovr.add("fail", PY, EXIT_42)
+    ovr.add("flaky", PY, FAIL_UNTIL(tmp_path / "count", 2), retry_times=1)
+    with trio.fail_after(T):
+        await ovr.supervise_all()
+    assert [ovr.status(i).exit_code for i in ("ok", "fail", "flaky")] == [0, 42, 0]
+    assert ovr.status("flaky").restarts == 1
+    assert not ovr.is_running()
+    first_pid = ovr.status("ok").pid
+    with trio.fail_after(T):
+        await ovr.supervise_all()  # again
+        assert await ovr.supervise("fail") == 42
+    assert ovr.status("ok").pid != first_pid
+    assert ovr.status("ok").state is State.FINISHED
+
+
+async def test_is_running_while_supervising() -> None:
+    ovr = Overseer(handle_signals=False)
+    ovr.add("p", PY, SLEEP_FOREVER)
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ovr.supervise_all)
+            await ovr.wait_for_state("p", State.RUNNING)
+            assert ovr.is_running()
+            ovr.stop_all()
+    assert not ovr.is_running()
+    assert ovr.status("p").state is State.INTERRUPTED
+
+
+async def test_supervise_all_waits_for_started_procs() -> None:
+    events: list[str] = []
+    async with overseer() as ovr:
+        ovr.add("long", PY, SLEEP_FOREVER)
+        with trio.fail_after(T):
+            await ovr.start("long")
+            ovr.add("quick", PY, EXIT_0)
+
+            async def supervise_all() -> None:
+                await ovr.supervise_all()
+                events.append("supervise_all returned")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(supervise_all)
+                await ovr.wait_for_state("quick", State.FINISHED)
+                # give a wrong early return the chance to show (not a sync point)
+                await trio.sleep(0.2)
+                events.append("stopping long")
+                ovr.stop("long")
+    assert events == ["stopping long", "supervise_all returned"]
+    assert ovr.status("long").state is State.INTERRUPTED
+
+
+async def test_default_handle_signals_in_main_thread() -> None:
+    async with open_overseer(stop_timeout=1.0) as ovr:
+        ovr.add("p", PY, EXIT_0)
+        with trio.fail_after(T):
+            assert await ovr.supervise("p") == 0
+
+
+# --- leaving the block ---------------------------------------------------------------
+
+
+async def start_stubborn(ovr: Overseer) -> list[int]:
+    """Start a SIGTERM-ignoring and a plain sleeper; return their pids once ready."""
+    ovr.add("stubborn", PY, IGNORE_SIGTERM)
+    ovr.add("plain", PY, SLEEP_FOREVER)
+    pids = [(await ovr.start("stubborn")).pid, (await ovr.start("plain")).pid]
+    await ovr.wait_for_log("stubborn", "ready")
+    await ovr.wait_for_log("plain", "ready")
+    return pids
+
+
+def check_all_stopped(ovr: Overseer, pids: list[int]) -> None:
+    assert not any(map(pid_alive, pids))
+    assert ovr.status("stubborn").error == "signal: SIGKILL"
+    assert ovr.status("plain").error == "signal: SIGTERM"
+    assert ovr.status("plain").state is State.INTERRUPTED
+
+
+async def test_block_exit_normal_stops_everything() -> None:
+    with trio.fail_after(T):
+        async with overseer(stop_timeout=0.3) as ovr:
+            pids = await start_stubborn(ovr)
+    check_all_stopped(ovr, pids)
+
+
+async def test_block_exit_by_exception_stops_everything() -> None:
+    pids: list[int] = []
+    with (
+        trio.fail_after(T),
+        pytest.RaisesGroup(ValueError, allow_unwrapped=True, flatten_subgroups=True),
+    ):
+        async with overseer(stop_timeout=0.3) as ovr:
+            pids = await start_stubborn(ovr)
+            raise ValueError("boom")
+    check_all_stopped(ovr, pids)
+
+
+async def test_block_exit_by_cancellation_stops_everything() -> None:
+    with trio.fail_after(T):
+        with trio.move_on_after(T) as scope:
+            async with overseer(stop_timeout=0.3) as ovr:
+                pids = await start_stubborn(ovr)
+                scope.deadline = trio.current_time() + 0.05
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+    check_all_stopped(ovr, pids)
+
+
+async def test_block_exit_by_keyboard_interrupt_stops_everything() -> None:
+    pids: list[int] = []
+    with (
+        trio.fail_after(T),
+        pytest.RaisesGroup(KeyboardInterrupt, allow_unwrapped=True, flatten_subgroups=True),
+    ):
+        async with overseer(stop_timeout=0.3) as ovr:
+            pids = await start_stubborn(ovr)
+            raise KeyboardInterrupt
+    check_all_stopped(ovr, pids)
+
+
+async def test_block_exit_cancels_pending_restart() -> None:
+    with trio.fail_after(T):
+        start = trio.current_time()
+        async with overseer(backoff_base=30.0) as ovr:
+            ovr.add("p", PY, EXIT_1, retry_times=3)
+            await ovr.start("p")
+            info = await ovr.wait_for_state("p", *FINAL)
+        assert trio.current_time() - start < 10  # did not wait the 15..30 s backoff
+    assert info.exit_code == 1
+    assert ovr.status("p").restarts == 0
