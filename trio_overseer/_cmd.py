@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import signal as _signal
 import subprocess
 import time
@@ -39,6 +40,7 @@ from ._output import LineSplitter
 from ._records import STDERR, STDOUT, Status
 from ._spawn import ChildProcess, group_exists, signal_group, signal_name, spawn
 from ._state import FINAL_STATES, RUNNING_STATES, Event, State, StateMachine, exit_event
+from ._sweep import TAG_VAR, Scanner
 
 logger = logging.getLogger("trio_overseer")
 
@@ -173,6 +175,11 @@ class Cmd:
     # Set by the Overseer: called on every state change / batch of lines.
     _on_state: StateHook | None = attrs.field(init=False, default=None)
     _on_output: OutputHook | None = attrs.field(init=False, default=None)
+    # The run's tag (env TAG_VAR, inherited by every descendant) and the
+    # scanner that finds descendants which escaped the group (see _sweep).
+    _tag: str = attrs.field(init=False, default="")
+    _tag_prefix: str = attrs.field(init=False, default="")
+    _scanner: Scanner | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         if self.streaming:
@@ -231,10 +238,20 @@ class Cmd:
         if self._on_state is not None:
             self._on_state(self)
 
-    def _attach(self, on_state: StateHook, on_output: OutputHook) -> None:
-        """Let the Overseer observe state changes and lines (before run())."""
+    def _attach(
+        self, on_state: StateHook, on_output: OutputHook, tag_prefix: str, scanner: Scanner
+    ) -> None:
+        """Let the Overseer observe state changes and lines, and tag the run (before run())."""
         self._on_state = on_state
         self._on_output = on_output
+        self._tag_prefix = tag_prefix
+        self._scanner = scanner
+
+    def _child_env(self) -> dict[str, str]:
+        """The child's environment: `env` (or ours) plus the run's tag."""
+        env = dict(os.environ) if self.env is None else dict(self.env)
+        env[TAG_VAR] = self._tag
+        return env
 
     # -- control -------------------------------------------------------------
 
@@ -314,11 +331,12 @@ class Cmd:
                 "run a fresh copy made with cmd.clone()"
             )
         self._run_called = True
+        self._tag = f"{self._tag_prefix or secrets.token_hex(6)}.{secrets.token_hex(6)}"
         self._fire(Event.START)
         capture = self.buffered or self.streaming or self._on_output is not None
         try:
             proc, out, err = spawn(
-                [self.name, *self.args], cwd=self.dir, env=self.env, capture=capture
+                [self.name, *self.args], cwd=self.dir, env=self._child_env(), capture=capture
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self._error = self._spawn_error(exc)
@@ -366,6 +384,8 @@ class Cmd:
             finally:
                 with trio.CancelScope(shield=True):
                     await self._end_group(proc)
+                    if self._stop_sent or self._kill_sent:
+                        await self._sweep_escaped()
                 deadline = trio.current_time() + _DRAIN_GRACE
                 for _, _, scope in pumps:
                     scope.deadline = deadline
@@ -402,6 +422,12 @@ class Cmd:
             await self._wait_gone(proc)
         if last.cancelled_caught:
             logger.error("%r: process group %d survived SIGKILL for %s s", self, pgid, _KILL_WAIT)
+
+    async def _sweep_escaped(self) -> None:
+        """End descendants that left the process group (setsid, daemons)."""
+        scanner = self._scanner or Scanner()
+        sig = _signal.SIGKILL if self._kill_sent else self.stop_signal
+        await scanner.sweep(self._tag.encode(), sig, self.stop_timeout)
 
     @staticmethod
     async def _wait_gone(proc: ChildProcess) -> None:

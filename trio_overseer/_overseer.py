@@ -26,6 +26,7 @@ import math
 import os
 import random
 import re
+import secrets
 import shlex
 import signal as _signal
 import threading
@@ -44,6 +45,8 @@ from ._ready import Readiness, make_readiness, wait_ready
 from ._records import STDOUT, LogMsg, ProcessInfo
 from ._spawn import signal_name
 from ._state import FINAL_STATES, State
+from ._sweep import Scanner
+from ._watchdog import Watchdog
 
 logger = logging.getLogger("trio_overseer")
 
@@ -115,6 +118,12 @@ class Overseer:
     _stopping: bool = attrs.field(init=False, default=False)
     _got_signal: int | None = attrs.field(init=False, default=None)  # what ended the block
     _random: random.Random = attrs.field(init=False)
+    # Every child carries the tag "<_token>.<run>" (see _sweep); the watchdog
+    # kills them all if this process dies without cleaning up.
+    _token: str = attrs.field(init=False, factory=lambda: f"{os.getpid()}-{secrets.token_hex(6)}")
+    _scanner: Scanner = attrs.field(init=False, factory=Scanner)
+    _watchdog: Watchdog | None = attrs.field(init=False, default=None)
+    _in_block: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -279,6 +288,8 @@ class Overseer:
         cmd._attach(
             lambda c: self._state_changed(rec, c),
             lambda c, kind, lines: self._output(rec, kind, lines),
+            self._token,
+            self._scanner,
         )
 
     def _state_changed(self, rec: _Proc, cmd: Cmd) -> None:
@@ -287,6 +298,11 @@ class Overseer:
         if state in FINAL_STATES:
             rec.restart_in = self._restart_delay(rec, cmd)
         info = self._info(rec)
+        if self._watchdog is not None and info.pid:
+            if state is State.RUNNING:
+                self._watchdog.register(info.pid)
+            elif state in FINAL_STATES:
+                self._watchdog.unregister(info.pid)
         self._log_state(info)
         self._states.publish(info)
         for waiter in self._state_waiters:
@@ -357,6 +373,8 @@ class Overseer:
         if self._active == 0:
             self._idle = trio.Event()
         self._active += 1
+        if self._watchdog is None:
+            self._watchdog = Watchdog.start(self._token)
         return rec
 
     def _release(self, rec: _Proc) -> None:
@@ -392,7 +410,11 @@ class Overseer:
           UnknownProcError: `id` is not registered.
           ProcRunningError: it is already being supervised.
         """
-        return await self._supervise(self._claim(id))
+        try:
+            return await self._supervise(self._claim(id))
+        finally:
+            if not self._in_block and self._active == 0:
+                await self._shutdown()
 
     async def _supervise(
         self, rec: _Proc, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -403,13 +425,18 @@ class Overseer:
         try:
             delay = rec.cmd.delay_start
             while True:
-                cmd = rec.cmd if rec.cmd.is_initial_state() else self._renew(rec)
+                # The last run's final state stays visible during the wait.
                 if delay > 0 and not rec.stop_requested:
                     with trio.CancelScope() as rec.wait_scope:
                         await trio.sleep(delay)
                     rec.wait_scope = None
                 if rec.stop_requested:
                     break
+                if rec.cmd.is_initial_state():
+                    cmd = rec.cmd
+                else:
+                    rec.restarts += 1
+                    cmd = self._renew(rec)
                 if reported:
                     status = await cmd.run()
                 else:
@@ -419,7 +446,6 @@ class Overseer:
                 if rec.restart_in is None or rec.stop_requested:
                     break
                 delay = rec.restart_in
-                rec.restarts += 1
         finally:
             self._release(rec)
         if not reported:
@@ -437,7 +463,7 @@ class Overseer:
         Cancellation: every proc is stopped and reaped before it propagates.
         """
         async with trio.open_nursery() as nursery:
-            own = self._nursery is None
+            own = not self._in_block and self._nursery is None
             if own:
                 self._nursery = nursery
             watcher = trio.CancelScope()
@@ -455,6 +481,8 @@ class Overseer:
                 watcher.cancel()
                 if own:
                     self._nursery = None
+                    if self._active == 0:
+                        await self._shutdown()
 
     async def _stop_on_signals(
         self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
@@ -507,6 +535,7 @@ class Overseer:
         rec = self._get(id)
         if rec.supervising:
             rec.stop_requested = True
+            rec.restart_in = None
             if rec.wait_scope is not None:
                 rec.wait_scope.cancel()
         if kill:
@@ -637,7 +666,19 @@ class Overseer:
 
     def _max_stop_time(self) -> float:
         longest = max((rec.cmd.stop_timeout for rec in self._procs.values()), default=0.0)
-        return longest + _KILL_WAIT + _DRAIN_GRACE + 1.0
+        return 2 * (longest + _KILL_WAIT) + _DRAIN_GRACE + 1.0  # group, then escaped ones
+
+    async def _shutdown(self) -> None:
+        """After the last supervision: end escaped descendants, dismiss the watchdog.
+
+        Shielded and bounded (stop_timeout + a few seconds).
+        """
+        with trio.CancelScope(shield=True):
+            prefix = (self._token + ".").encode()
+            await self._scanner.sweep(prefix, _signal.SIGTERM, self.stop_timeout)
+            if self._watchdog is not None:
+                watchdog, self._watchdog = self._watchdog, None
+                await watchdog.close()
 
     async def _end_block_on_signals(
         self,
@@ -716,6 +757,7 @@ async def open_overseer(
     try:
         async with trio.open_nursery() as nursery:
             ovr._nursery = nursery
+            ovr._in_block = True
             if handle_signals and _in_main_thread():
                 await nursery.start(
                     ovr._end_block_on_signals, trio.CancelScope(), nursery.cancel_scope
@@ -733,6 +775,8 @@ async def open_overseer(
                     await ovr._idle.wait()
                 if cleanup.cancelled_caught:
                     logger.error("procs still running after %s s of cleanup", ovr._max_stop_time())
+                await ovr._shutdown()
+                ovr._in_block = False
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         if body_exc is not None and group.exceptions == (body_exc,):

@@ -1,0 +1,177 @@
+"""The one consumer of everything the Overseer announces during ``start``.
+
+State changes and batches of lines arrive on a single channel, so they stay
+in the order they happened (every line of a run comes before its final
+state).  The dispatcher prints them, keeps the recent lines of each proc for
+``trio-overseer logs``, and forwards new lines to ``logs -f`` followers.
+
+Whatever is waiting in the channel is drained and written with a single
+``write()`` and ``flush()``: under load, batches grow and the cost per line
+shrinks.  The write blocks the Trio thread when stdout is slow (as any
+honcho-like tool does); a terminal or a file is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import trio
+
+from .._records import LogMsg, ProcessInfo
+from ._printer import Printer, uniform_runs
+
+__all__ = ["TAIL_LINES", "Dispatcher", "Follower"]
+
+TAIL_LINES = 1000  # recent lines kept per proc for `logs`
+_FOLLOW_BUFFER = 1024  # batches a `logs -f` client may fall behind before it is cut off
+_MAX_ITEMS = 4096  # messages per write, to bound the latency of the first one
+
+
+class Follower:
+    """A ``logs -f`` client: new lines of one proc (or all) on a channel."""
+
+    def __init__(self, id: str | None) -> None:
+        self.id = id
+        self.cut_off = False  # fell a whole buffer behind; its channel was closed
+        self.send, self.receive = trio.open_memory_channel[Sequence[LogMsg]](_FOLLOW_BUFFER)
+
+
+class Dispatcher:
+    """Prints what happens and remembers recent lines; see the module docs."""
+
+    def __init__(
+        self,
+        printer: Printer,
+        out: TextIO,
+        *,
+        on_broken_output: Callable[[], None] = lambda: None,
+        tail_lines: int = TAIL_LINES,
+    ) -> None:
+        self._printer = printer
+        self._out = out
+        self._on_broken_output = on_broken_output
+        self._tail_lines = tail_lines
+        self._tails: dict[str, deque[LogMsg]] = {}
+        self._followers: set[Follower] = set()
+        self._broken = False
+        # Set whenever the channel has been emptied; replaced once it is not.
+        self._drained = trio.Event()
+
+    # -- the loop ----------------------------------------------------------
+
+    def open_channel(
+        self,
+    ) -> tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]:
+        """The channel to subscribe to the Overseer (never cuts anyone off)."""
+        return trio.open_memory_channel[Any](math.inf)
+
+    async def run(self, receive: trio.MemoryReceiveChannel[Any]) -> None:
+        """Consume `receive` until it is closed, then end every follower.
+
+        Items are `ProcessInfo` (a state change) or ``tuple[LogMsg, ...]``.
+        """
+        try:
+            async with receive:
+                while True:
+                    try:
+                        item = await receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                    self._drained = trio.Event()
+                    parts = []
+                    for _ in range(_MAX_ITEMS):
+                        parts.append(self._handle(item))
+                        try:
+                            item = receive.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    self._write("".join(parts))
+                    if not receive.statistics().current_buffer_used:
+                        self._drained.set()
+        finally:
+            self._drained.set()
+            self.close_followers()
+
+    async def wait_drained(self) -> None:
+        """Wait until everything sent so far has been handled.
+
+        Cancellation: safe.
+        """
+        await self._drained.wait()
+
+    def _handle(self, item: Any) -> str:
+        if isinstance(item, ProcessInfo):
+            return self._printer.state(item, time.time())
+        parts = []
+        for run in uniform_runs(item):
+            id = run[0].id
+            tail = self._tails.get(id)
+            if tail is None:
+                tail = self._tails[id] = deque(maxlen=self._tail_lines)
+            tail.extend(run)
+            if self._followers:
+                self._forward(id, run)
+            parts.append(self._printer.run_lines(run))
+        return parts[0] if len(parts) == 1 else "".join(parts)
+
+    def _write(self, text: str) -> None:
+        if self._broken or not text:
+            return
+        try:
+            self._out.write(text)
+            self._out.flush()
+        except (BrokenPipeError, ValueError):  # the reader went away / stdout closed
+            self._broken = True
+            # Nothing more can be shown: keep the interpreter's final flush
+            # from failing too, and let the instance stop its procs.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._out.fileno())
+                os.close(devnull)
+            self._on_broken_output()
+
+    # -- recent lines and followers -------------------------------------------
+
+    def recent(self, id: str | None, count: int | None = None) -> list[LogMsg]:
+        """The last `count` lines kept of `id` (of every proc when None), oldest first."""
+        if id is not None:
+            lines = list(self._tails.get(id, ()))
+        else:
+            lines = sorted((m for tail in self._tails.values() for m in tail), key=lambda m: m.ts)
+        if count is not None:
+            lines = lines[-count:] if count > 0 else []
+        return lines
+
+    def follow(self, id: str | None) -> Follower:
+        """Start forwarding new lines of `id` (every proc when None)."""
+        follower = Follower(id)
+        self._followers.add(follower)
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        """Stop forwarding to `follower` and close its channel."""
+        self._followers.discard(follower)
+        follower.send.close()
+
+    def close_followers(self) -> None:
+        """End every follower's stream (the instance is ending)."""
+        for follower in list(self._followers):
+            self.unfollow(follower)
+
+    def _forward(self, id: str, run: Sequence[LogMsg]) -> None:
+        for follower in list(self._followers):
+            if follower.id is not None and follower.id != id:
+                continue
+            try:
+                follower.send.send_nowait(run)
+            except trio.WouldBlock:
+                follower.cut_off = True
+                self.unfollow(follower)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._followers.discard(follower)

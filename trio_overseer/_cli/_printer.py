@@ -1,0 +1,213 @@
+"""What ``trio-overseer start`` prints: lines for people, or JSON Lines for machines.
+
+Human lines read ``HH:MM:SS ID  | text``: the id is padded to the longest
+id, a ``!`` before the bar marks the child's standard error, and state
+changes are lines of their own (``web  | running (pid 4242)``).  On a
+terminal the prefix takes a colour per proc.
+
+Throughput matters (a chatty child can print millions of lines): a batch of
+lines becomes one string, built around a prefix computed once per proc,
+stream and second, and the caller writes it with a single ``write()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from json.encoder import encode_basestring_ascii as _json_str
+from typing import Any, TextIO
+
+from .._records import STDERR, LogMsg, ProcessInfo
+from .._state import State
+
+__all__ = [
+    "Printer",
+    "describe_state",
+    "log_dict",
+    "state_dict",
+    "uniform_runs",
+    "want_colour",
+]
+
+# Foreground colours given to procs in turn (SGR codes): cyan, yellow, green,
+# magenta, blue, then their bright variants.  Red is kept for stderr marks.
+_PALETTE = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
+_RESET = "\x1b[0m"
+_DIM = "\x1b[2m"
+_BOLD = "\x1b[1m"
+_RED = "\x1b[1;31m"
+
+
+def want_colour(
+    stream: TextIO, *, choice: str = "auto", environ: Mapping[str, str] = os.environ
+) -> bool:
+    """Whether to colour output on `stream`.
+
+    `choice` is ``"always"``, ``"never"`` or ``"auto"``: colour only on a
+    terminal, and never when ``NO_COLOR`` is set to a non-empty value
+    (https://no-color.org) or ``TERM`` is ``dumb``.
+    """
+    if choice == "always":
+        return True
+    if choice == "never" or environ.get("NO_COLOR") or environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def _seconds(delay: float) -> str:
+    return f"{delay:.1f}" if delay >= 0.1 else f"{delay:.2f}"
+
+
+def describe_state(info: ProcessInfo, previous: State | None = None) -> str | None:
+    """A state change in words, or None for one not worth a line (starting).
+
+    `previous` is the proc's state before this one: a run that ends
+    ``interrupted`` after ``stopping`` was stopped, otherwise it was killed
+    from outside.
+    """
+    state = info.state
+    if state is State.RUNNING:
+        return f"running (pid {info.pid})"
+    if state is State.STOPPING:
+        return "stopping"
+    if state is State.FINISHED:
+        text = f"exited {info.exit_code}"
+    elif state is State.INTERRUPTED:
+        how = "stopped" if previous is State.STOPPING else "killed"
+        text = f"{how} ({info.error or f'exit code {info.exit_code}'})"
+    elif state is State.FATAL:
+        text = f"fatal: {info.error}"
+    else:  # initial, starting
+        return None
+    if info.restart_in is not None:
+        text += f", restart {info.restarts + 1}/{info.retry_times} in {_seconds(info.restart_in)} s"
+    return text
+
+
+def state_dict(info: ProcessInfo, ts: float | None = None) -> dict[str, Any]:
+    """The JSON form of a state change: `ProcessInfo.to_dict` plus our keys."""
+    data = info.to_dict()
+    data["kind"] = "state"
+    data["restarts"] = info.restarts
+    data["restartIn"] = info.restart_in
+    if ts is not None:
+        data["ts"] = ts
+    return data
+
+
+def uniform_runs(batch: Sequence[LogMsg]) -> list[Sequence[LogMsg]]:
+    """Split a batch into runs of lines of one proc, stream and timestamp.
+
+    A batch normally is one run already (the lines of one read of one pipe):
+    then it is returned as is.
+    """
+    if not batch:
+        return []
+    first = batch[0]
+    id, kind, ts = first.id, first.type, first.ts
+    if all(m.ts == ts and m.id == id and m.type == kind for m in batch):
+        return [batch]
+    runs: list[list[LogMsg]] = []
+    key: tuple[str, int, float] | None = None
+    for msg in batch:
+        if (msg.id, msg.type, msg.ts) != key:
+            key = (msg.id, msg.type, msg.ts)
+            runs.append([])
+        runs[-1].append(msg)
+    return list(runs)
+
+
+def log_dict(msg: LogMsg) -> dict[str, Any]:
+    """The JSON form of a line (what ``--json`` prints, as a dict)."""
+    stream = "stderr" if msg.type == STDERR else "stdout"
+    return {"kind": "log", "id": msg.id, "stream": stream, "text": msg.text, "ts": msg.ts}
+
+
+class Printer:
+    """Formats state changes and batches of lines into text ready to write.
+
+    Stateless but for caches and the last state of each proc; it never
+    writes anything itself.
+    """
+
+    def __init__(
+        self, ids: Iterable[str], *, colour: bool = False, json_lines: bool = False
+    ) -> None:
+        self._ids = list(ids)
+        self.colour = colour
+        self.json_lines = json_lines
+        self.width = max(map(len, self._ids), default=0)
+        self._colours = {id: _PALETTE[i % len(_PALETTE)] for i, id in enumerate(self._ids)}
+        # (id, stream) -> (whole second, prefix); lines of a batch share both.
+        self._prefixes: dict[tuple[str, int], tuple[int, str]] = {}
+        self._clock: tuple[int, str] = (-1, "")
+        self._previous: dict[str, State] = {}
+
+    def _hhmmss(self, ts: float) -> tuple[int, str]:
+        second = int(ts)
+        if second != self._clock[0]:
+            self._clock = (second, time.strftime("%H:%M:%S", time.localtime(second)))
+        return self._clock
+
+    def _head(self, id: str, mark: str, hhmmss: str) -> str:
+        """``HH:MM:SS id   <mark>| ``, coloured when asked."""
+        padded = id.ljust(self.width)
+        if not self.colour:
+            return f"{hhmmss} {padded} {mark}| "
+        colour = self._colours.get(id)
+        if colour is None:
+            colour = self._colours[id] = _PALETTE[len(self._colours) % len(_PALETTE)]
+        mark = f"{_RED}{mark}{_RESET}\x1b[{colour}m" if mark != " " else mark
+        return f"{_DIM}{hhmmss}{_RESET} \x1b[{colour}m{padded} {mark}|{_RESET} "
+
+    def _prefix(self, msg: LogMsg) -> str:
+        key = (msg.id, msg.type)
+        second = int(msg.ts)
+        cached = self._prefixes.get(key)
+        if cached is not None and cached[0] == second:
+            return cached[1]
+        if self.json_lines:
+            stream = "stderr" if msg.type == STDERR else "stdout"
+            prefix = f'{{"kind": "log", "id": {_json_str(msg.id)}, "stream": "{stream}", '
+            # The ts differs below the second: JSON prefixes are cached per batch only.
+            prefix += f'"ts": {msg.ts!r}, "text": '
+            return prefix
+        prefix = self._head(msg.id, "!" if msg.type == STDERR else " ", self._hhmmss(msg.ts)[1])
+        self._prefixes[key] = (second, prefix)
+        return prefix
+
+    def lines(self, batch: Sequence[LogMsg]) -> str:
+        """A batch of lines, formatted, each ending in a newline."""
+        if not batch:
+            return ""
+        return "".join([self.run_lines(run) for run in uniform_runs(batch)])
+
+    def run_lines(self, run: Sequence[LogMsg]) -> str:
+        """Like `lines`, for lines of one proc, stream and timestamp (see `uniform_runs`)."""
+        prefix = self._prefix(run[0])
+        if self.json_lines:
+            return "".join([f"{prefix}{_json_str(m.text)}}}\n" for m in run])
+        if len(run) == 1:
+            return f"{prefix}{run[0].text}\n"
+        sep = "\n" + prefix
+        return prefix + sep.join([m.text for m in run]) + "\n"
+
+    def state(self, info: ProcessInfo, ts: float) -> str:
+        """A state change as a line ("" when not worth one), or as JSON."""
+        previous = self._previous.get(info.id)
+        self._previous[info.id] = info.state
+        if self.json_lines:
+            return json.dumps(state_dict(info, ts)) + "\n"
+        text = describe_state(info, previous)
+        if text is None:
+            return ""
+        head = self._head(info.id, " ", self._hhmmss(ts)[1])
+        if self.colour:
+            colour = self._colours.get(info.id, "0")
+            return f"{head}\x1b[{colour}m{_BOLD}{text}{_RESET}\n"
+        return f"{head}{text}\n"

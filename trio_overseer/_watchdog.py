@@ -1,0 +1,144 @@
+"""A watchdog process that ends the procs if the Overseer's process dies.
+
+Nothing runs in a process killed by SIGKILL, so the cleanup must live
+elsewhere: a small Python process, started once per Overseer, reads the
+process groups of the running procs from a pipe.  When the pipe reaches EOF
+without a goodbye (the parent died, however), it SIGKILLs those groups and
+every process carrying the Overseer's tag (see `_sweep`), then exits.  Cost
+per spawn: one small write to a pipe.  The watchdog ignores SIGINT, SIGTERM
+and SIGHUP and runs in its own session, so a Ctrl+C meant for the parent does
+not disarm it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+
+import trio
+
+from ._spawn import ChildProcess
+from ._sweep import TAG_VAR
+
+logger = logging.getLogger("trio_overseer")
+
+_SCRIPT = r"""
+import os, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+    signal.signal(s, signal.SIG_IGN)
+needle = b"\0" + sys.argv[1].encode() + b"=" + sys.argv[2].encode()
+groups, buf = set(), b""
+while True:
+    try:
+        data = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    if not data:
+        break
+    *lines, buf = (buf + data).split(b"\n")
+    for line in lines:
+        if line == b"bye":
+            sys.exit(0)
+        if line[:1] == b"+":
+            groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            groups.discard(int(line[1:]))
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+me = os.getpid()
+for _ in range(5):
+    hit = False
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as f:
+                environ = b"\0" + f.read()
+        except OSError:
+            continue
+        if needle in environ:
+            hit = True
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
+    if not hit:
+        break
+"""
+
+
+class Watchdog:
+    """The parent side: tell the watchdog which groups are alive."""
+
+    __slots__ = ("_child", "_fd")
+
+    def __init__(self, child: ChildProcess, fd: int) -> None:
+        self._child = child
+        self._fd: int | None = fd
+
+    @classmethod
+    def start(cls, token: str) -> Watchdog | None:
+        """Spawn the watchdog for the procs tagged ``token.*``; None if that fails."""
+        read_fd, write_fd = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k != TAG_VAR}
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _SCRIPT, TAG_VAR, token + "."],
+                stdin=read_fd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            os.close(write_fd)
+            logger.warning("cannot start the watchdog (%s): procs may outlive a SIGKILL", exc)
+            return None
+        finally:
+            os.close(read_fd)
+        os.set_blocking(write_fd, False)
+        return cls(ChildProcess(popen), write_fd)
+
+    def _send(self, message: bytes) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.write(self._fd, message)
+        except BlockingIOError:
+            logger.warning("watchdog pipe full: a proc may outlive a SIGKILL of this process")
+        except OSError:  # the watchdog died: nothing to tell any more
+            self._close_fd()
+
+    def register(self, pgid: int) -> None:
+        """A process group to kill if this process dies."""
+        self._send(b"+%d\n" % pgid)
+
+    def unregister(self, pgid: int) -> None:
+        """That group is gone."""
+        self._send(b"-%d\n" % pgid)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    async def close(self) -> None:
+        """Say goodbye and reap the watchdog (bounded)."""
+        self._send(b"bye\n")
+        self._close_fd()
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 5.0
+            await self._child.wait()
+        if scope.cancelled_caught:
+            with contextlib.suppress(OSError):
+                os.kill(self._child.pid, 9)
+            with trio.move_on_after(1.0):
+                await self._child.wait()
+        self._child.close()
