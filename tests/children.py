@@ -180,21 +180,31 @@ SPAWN_GRANDCHILD_EXIT_0 = python(
     """
 )
 
-#: Starts a grandchild that leaves the group (setsid) but keeps stdout and
-#: stderr open; prints its pid, then "ready", then sleeps.  The library cannot
-#: reach that grandchild: the test must kill it itself.
-SPAWN_DETACHED_GRANDCHILD = python(
-    f"""
-    import subprocess, sys, time
-    gc = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", {_GRANDCHILD!r}], start_new_session=True
-    )
-    print(gc.pid)
-    print("ready")
-    while True:
-        time.sleep(3600)
+
+def SPAWN_DETACHED_GRANDCHILD(clean_env: bool = False) -> list[str]:
+    """Start a grandchild that leaves the group (setsid) but keeps stdout and
+    stderr open; print its pid, then "ready", then sleep.
+
+    With ``clean_env`` the grandchild's environment holds nothing but the test
+    tag: no marker the library could use to find it.  It is then out of the
+    library's reach and the test must kill it itself.
     """
-)
+    env = f"{{{TAG_VAR!r}: os.environ[{TAG_VAR!r}]}}" if clean_env else "None"
+    return python(
+        f"""
+        import os, subprocess, sys, time
+        gc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", {_GRANDCHILD!r}],
+            start_new_session=True,
+            env={env},
+        )
+        print(gc.pid)
+        print("ready")
+        while True:
+            time.sleep(3600)
+        """
+    )
+
 
 #: Reports how it was started: own process group? stdin is /dev/null?
 REPORT_SETUP = python(
@@ -426,6 +436,10 @@ class Lines:
             seen = len(self.lines)
             if self.closed:
                 raise AssertionError(f"no line matched before the end; got {self.lines!r}")
+            await self._changed.wait()
+
+    async def wait_closed(self) -> None:
+        while not self.closed:
             await self._changed.wait()
 
     async def pump_channel(self, channel: trio.abc.ReceiveChannel[str]) -> None:

@@ -435,8 +435,9 @@ async def test_leader_exit_kills_rest_of_group() -> None:
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_stop_does_not_wait_for_eof(how: str) -> None:
-    # The detached grandchild keeps stdout open after the child has died.
-    cmd = Cmd(PY, SPAWN_DETACHED_GRANDCHILD, streaming=True, stop_timeout=0.5)
+    # The detached grandchild, out of the library's reach, keeps stdout open
+    # after the child has died: no EOF until the test kills it.
+    cmd = Cmd(PY, SPAWN_DETACHED_GRANDCHILD(clean_env=True), streaming=True, stop_timeout=0.5)
     out = Lines()
     grandchild = None
     try:
@@ -450,13 +451,35 @@ async def test_stop_does_not_wait_for_eof(how: str) -> None:
                 with trio.fail_after(5):
                     status = await cmd.wait()
                 assert status.exit == (-signal.SIGTERM if how == "stop" else -signal.SIGKILL)
-                assert pid_alive(grandchild)  # out of reach: not in the group
+                assert pid_alive(grandchild), "precondition: the pipe is still held open"
                 kill_quietly(grandchild)  # EOF at last: the pump can end
     finally:
         if grandchild is not None:
             kill_quietly(grandchild)
             with trio.move_on_after(5):
                 await wait_pid_gone(grandchild)
+
+
+async def test_escaped_descendant_is_swept() -> None:
+    # The grandchild left the process group (setsid) but inherited the
+    # environment: the library finds it and ends it with the run.
+    cmd = Cmd(PY, SPAWN_DETACHED_GRANDCHILD(), streaming=True, stop_timeout=0.5)
+    out = Lines()
+    grandchild = None
+    try:
+        with trio.fail_after(T):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(out.pump_channel, cmd.stdout)
+                await nursery.start(cmd.run)
+                await out.wait_for("ready")
+                grandchild = int(out.lines[0])
+                cmd.stop()
+            status = await cmd.wait()
+        assert status.error == "signal: SIGTERM"
+        assert not pid_alive(grandchild), "the escaped grandchild survived the run"
+    finally:
+        if grandchild is not None:
+            kill_quietly(grandchild)
 
 
 async def test_kill_child_ignoring_sigterm_holding_stdout() -> None:

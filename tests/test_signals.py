@@ -1,0 +1,234 @@
+"""Signals to a program that uses trio_overseer (handle_signals=True, main thread).
+
+Each test writes a small program to ``tmp_path``, runs it as a subprocess,
+waits until its children are ready (they print "ready" after installing their
+handlers; the program relays their logs and state changes on stdout), sends it
+signals, and checks how it ends and that none of its children survive.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+from children import (
+    IGNORE_SIGTERM,
+    PY,
+    TRAP_SIGTERM_WRITE,
+    Lines,
+    pid_alive,
+)
+
+T = 20
+ROOT = Path(__file__).resolve().parent.parent
+
+PRELUDE = """
+import math, signal, sys
+import trio
+import trio_overseer
+
+# A program run from a terminal has Python's default SIGINT handler, even if
+# the test runner was started with SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+async def printer(recv, fmt):
+    async for item in recv:
+        print(fmt(item), flush=True)
+
+
+def fmt_state(info):
+    return f"state {info.id} {info.state.value} {info.pid} {info.error}"
+
+
+def fmt_log(msg):
+    return f"log {msg.id} {msg.text}"
+
+
+def watch(ovr, nursery):
+    states_send, states_recv = trio.open_memory_channel(math.inf)
+    logs_send, logs_recv = trio.open_memory_channel(math.inf)
+    ovr.watch_state(states_send)
+    ovr.watch_logs(logs_send)
+    nursery.start_soon(printer, states_recv, fmt_state)
+    nursery.start_soon(printer, logs_recv, fmt_log)
+    return states_send, logs_send
+"""
+
+#: open_overseer() block + start(): the block handles the signals.
+BLOCK_PROGRAM = """
+async def main():
+    async with trio_overseer.open_overseer(stop_timeout=STOP_TIMEOUT) as ovr:
+        async with trio.open_nursery() as nursery:
+            watch(ovr, nursery)
+            for id, args in CHILDREN.items():
+                ovr.add(id, sys.executable, args)
+                await ovr.start(id)
+            await trio.sleep_forever()
+
+
+try:
+    trio.run(main)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+    raise
+print("main returned", flush=True)
+"""
+
+#: Overseer() without a block; supervise_all() handles SIGINT/SIGTERM.
+SUPERVISE_ALL_PROGRAM = """
+async def main():
+    ovr = trio_overseer.Overseer(stop_timeout=STOP_TIMEOUT)
+    for id, args in CHILDREN.items():
+        ovr.add(id, sys.executable, args)
+    async with trio.open_nursery() as nursery:
+        states_send, logs_send = watch(ovr, nursery)
+        await ovr.supervise_all()
+        print("supervise_all returned", flush=True)
+        # let the printers finish: every event was published before the return
+        ovr.unwatch_state(states_send)
+        ovr.unwatch_logs(logs_send)
+        states_send.close()
+        logs_send.close()
+
+
+trio.run(main)
+print("main returned", flush=True)
+"""
+
+
+@attrs.define
+class Program:
+    proc: trio.Process
+    out: Lines
+    stderr_path: Path
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    async def child_ready(self, id: str) -> int:
+        """Wait until child ``id`` runs and has printed "ready"; return its pid."""
+        running = await self.out.wait_for(lambda line: line.startswith(f"state {id} running "))
+        await self.out.wait_for(f"log {id} ready")
+        return int(running.split()[3])
+
+    async def end(self) -> int:
+        """Wait for the program's exit and the end of its output."""
+        returncode = await self.proc.wait()
+        await self.out.wait_closed()
+        return returncode
+
+
+@asynccontextmanager
+async def program(
+    tmp_path: Path, body: str, children: dict[str, list[str]], stop_timeout: float
+) -> AsyncIterator[Program]:
+    script = tmp_path / "program.py"
+    script.write_text(
+        f"CHILDREN = {children!r}\nSTOP_TIMEOUT = {stop_timeout!r}\n" + PRELUDE + body
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("wb") as stderr:
+        proc = await trio.lowlevel.open_process(
+            [PY, "-u", str(script)], stdout=subprocess.PIPE, stderr=stderr, env=env
+        )
+    try:
+        async with trio.open_nursery() as nursery:
+            out = Lines()
+            assert proc.stdout is not None
+            nursery.start_soon(out.pump_bytes, proc.stdout)
+            yield Program(proc, out, stderr_path)
+    finally:
+        if proc.returncode is None:  # the test failed: do not leave it behind
+            proc.kill()
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await proc.wait()
+
+
+EXPECTED_RETURNCODE = {signal.SIGINT: -signal.SIGINT, signal.SIGTERM: -signal.SIGTERM,
+                       signal.SIGHUP: -signal.SIGHUP}  # fmt: skip
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
+async def test_block_signal_stops_gracefully_then_dies_of_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    markers = {id: tmp_path / f"{id}.marker" for id in ("a", "b")}
+    children = {id: TRAP_SIGTERM_WRITE(path) for id, path in markers.items()}
+    with trio.fail_after(T):
+        async with program(tmp_path, BLOCK_PROGRAM, children, stop_timeout=10.0) as prog:
+            pids = [await prog.child_ready(id) for id in children]
+            prog.proc.send_signal(sig)
+            returncode = await prog.end()
+    assert returncode == -sig, (prog.out.lines, prog.stderr())
+    # stopped gracefully: each child got its stop signal and exited by itself
+    assert [path.read_text() for path in markers.values()] == ["SIGTERM", "SIGTERM"]
+    assert not any(map(pid_alive, pids))
+    assert "main returned" not in prog.out.lines
+    if sig == signal.SIGINT:
+        assert "KeyboardInterrupt" in prog.out.lines, prog.stderr()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
+async def test_block_second_signal_kills(tmp_path: Path, sig: signal.Signals) -> None:
+    children = {"a": IGNORE_SIGTERM, "b": IGNORE_SIGTERM}
+    with trio.fail_after(T):
+        async with program(tmp_path, BLOCK_PROGRAM, children, stop_timeout=60.0) as prog:
+            pids = [await prog.child_ready(id) for id in children]
+            prog.proc.send_signal(sig)
+            for id in children:
+                await prog.out.wait_for(lambda line, id=id: line.startswith(f"state {id} stopping"))
+            # both ignore SIGTERM: without a second signal this would take 60 s
+            prog.proc.send_signal(sig)
+            returncode = await prog.end()
+    assert returncode == -sig, (prog.out.lines, prog.stderr())
+    assert not any(map(pid_alive, pids))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=str)
+async def test_supervise_all_signal_stops_all_and_returns(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    markers = {id: tmp_path / f"{id}.marker" for id in ("a", "b")}
+    children = {id: TRAP_SIGTERM_WRITE(path) for id, path in markers.items()}
+    with trio.fail_after(T):
+        async with program(tmp_path, SUPERVISE_ALL_PROGRAM, children, stop_timeout=10.0) as prog:
+            pids = [await prog.child_ready(id) for id in children]
+            prog.proc.send_signal(sig)
+            returncode = await prog.end()
+    assert returncode == 0, (prog.out.lines, prog.stderr())
+    assert "supervise_all returned" in prog.out.lines
+    assert "main returned" in prog.out.lines
+    assert [path.read_text() for path in markers.values()] == ["SIGTERM", "SIGTERM"]
+    assert not any(map(pid_alive, pids))
+    for id in children:
+        assert any(line.startswith(f"state {id} finished ") for line in prog.out.lines)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=str)
+async def test_supervise_all_second_signal_kills(tmp_path: Path, sig: signal.Signals) -> None:
+    children = {"a": IGNORE_SIGTERM, "b": IGNORE_SIGTERM}
+    with trio.fail_after(T):
+        async with program(tmp_path, SUPERVISE_ALL_PROGRAM, children, stop_timeout=60.0) as prog:
+            pids = [await prog.child_ready(id) for id in children]
+            prog.proc.send_signal(sig)
+            for id in children:
+                await prog.out.wait_for(lambda line, id=id: line.startswith(f"state {id} stopping"))
+            prog.proc.send_signal(sig)
+            returncode = await prog.end()
+    assert returncode == 0, (prog.out.lines, prog.stderr())
+    assert "supervise_all returned" in prog.out.lines
+    assert not any(map(pid_alive, pids))
+    # killed, not stopped: the final states say so
+    for id in children:
+        assert f"state {id} interrupted {pids[list(children).index(id)]} signal: SIGKILL" in (
+            prog.out.lines
+        ), prog.out.lines
