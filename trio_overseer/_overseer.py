@@ -42,7 +42,7 @@ from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd
 from ._errors import OverseerError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
 from ._ready import Readiness, make_readiness, wait_ready
-from ._records import STDOUT, LogMsg, ProcessInfo
+from ._records import STDOUT, LogMsg, ProcessInfo, log_batch
 from ._spawn import signal_name
 from ._state import FINAL_STATES, State
 from ._sweep import Scanner
@@ -340,8 +340,8 @@ class Overseer:
         """Called by the Cmd with lines that arrived together: fan them out."""
         ts = time.time()
         pid = rec.id
-        msgs = [LogMsg(pid, kind, line, ts) for line in lines]
-        rec.tail.extend(msgs)
+        msgs = log_batch(pid, kind, lines, ts)
+        rec.tail.extend(msgs[-_TAIL_LINES:])
         if self._logs:
             self._logs.publish_batch(msgs)
         out_log = rec.out_log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -100,7 +101,7 @@ class ProcessInfo:
 ProcessJSON = ProcessInfo
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class LogMsg:
     """One line of output of a supervised proc."""
 
@@ -112,3 +113,33 @@ class LogMsg:
     """The line, without its line ending."""
     ts: float
     """When it was read, Unix seconds."""
+
+
+def _make_log_batch() -> Callable[[str, int, list[str], float], list[LogMsg]]:
+    """A builder of many LogMsg at once, skipping the generated __init__.
+
+    Hot path: a chatty proc yields millions of lines, and the frozen
+    __init__ costs several times more than setting the four slots directly.
+    """
+    new = object.__new__
+    slots = LogMsg.__dict__
+    set_id, set_type, set_text, set_ts = (
+        slots[name].__set__ for name in ("id", "type", "text", "ts")
+    )
+
+    def log_batch(id: str, type: int, lines: list[str], ts: float) -> list[LogMsg]:
+        out: list[LogMsg] = []
+        append = out.append
+        for text in lines:
+            msg = new(LogMsg)
+            set_id(msg, id)
+            set_type(msg, type)
+            set_text(msg, text)
+            set_ts(msg, ts)
+            append(msg)
+        return out
+
+    return log_batch
+
+
+log_batch = _make_log_batch()
