@@ -1,25 +1,56 @@
-"""Readiness probes: how to know a started proc is ready to be used.
+"""Readiness probes: how `Overseer.start` knows a started proc can be used.
 
-(Interface fixed; the probes are implemented by `wait_ready`.)
+Theory of operation.  `wait_ready` races, in one nursery bounded by
+`ready_timeout`, the probes (each returns once its condition holds; the
+proc is ready when all have returned) against the end of the proc's
+supervision (its `done` event: the last run ended and no restart follows).
+Whichever decides first cancels the other.  A log line is awaited on the
+Overseer's own line events (`wait_for_log`, which also sees the lines the
+current run printed before the call); ports, URLs, paths and predicates
+have no event to wait on, so they are polled with exponential backoff from
+10 ms to 200 ms.
+
+A run that ends while a restart follows (``retry_times``) does not end the
+wait: the next run may still become ready.  Probes that hold while no run
+is RUNNING (a ready line of the run that just crashed, a stale file) do not
+count: the wait goes on with the next run.
+
+When the proc is not ready (`NotReadyError`), and when the wait is
+cancelled, the proc is stopped: `start()` never leaves a half-ready proc
+running behind an exception.  On `NotReadyError` the stop is also awaited,
+so the proc can be started again at once.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import attrs
+import trio
 
 from ._errors import OverseerError
+from ._records import STDOUT, LogMsg
+from ._state import FINAL_STATES, State
 
 if TYPE_CHECKING:
     from ._overseer import Overseer
 
+_POLL_MIN, _POLL_MAX = 0.01, 0.2  # backoff of the polled probes (no event exists)
+_TAIL = 20  # lines of output quoted by NotReadyError
+_MAX_HEAD = 8192  # bytes of an HTTP answer read to find its status line
+
 
 class NotReadyError(OverseerError, TimeoutError):
-    """A proc did not become ready: it ended first, or the timeout passed."""
+    """A proc did not become ready: it ended first, or the timeout passed.
+
+    The proc has been stopped when this is raised.
+    """
 
 
 @attrs.frozen
@@ -27,19 +58,20 @@ class Readiness:
     """What `Overseer.start` waits for before it returns (all that are set)."""
 
     line: re.Pattern[str] | None = None
+    """A line of stdout or stderr matching this (``re.search``)."""
     port: tuple[str, int] | None = None
+    """A TCP (host, port) accepting connections."""
     url: str | None = None
+    """An ``http://`` or ``https://`` URL answering a GET with a status below 500."""
     path: str | None = None
+    """A path that exists (file, directory, Unix socket); relative to the proc's dir."""
     check: Callable[[], Awaitable[bool]] | None = None
+    """An async predicate that returns True once the proc is ready."""
     timeout: float = 30.0
+    """Seconds to wait for all of the above."""
 
     def __bool__(self) -> bool:
         return any(p is not None for p in (self.line, self.port, self.url, self.path, self.check))
-
-
-async def wait_ready(ovr: Overseer, id: str, readiness: Readiness) -> None:
-    """Return once proc `id` is ready; raise NotReadyError if it ends first or times out."""
-    raise NotImplementedError
 
 
 def make_readiness(
@@ -60,9 +92,11 @@ def make_readiness(
         host, number = ("127.0.0.1", port) if isinstance(port, int) else port
         if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:
             raise ValueError(f"proc {id!r}: ready_port must be a TCP port number, got {port!r}")
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"proc {id!r}: ready_port host must be a non-empty string: {port!r}")
         address = (host, number)
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise ValueError(f"proc {id!r}: ready_url must be an http:// URL, got {url!r}")
+    if url is not None:
+        _check_url(id, url)
     if check is not None and not callable(check):
         raise TypeError(f"proc {id!r}: ready_check must be an async callable, got {check!r}")
     return Readiness(
@@ -73,3 +107,259 @@ def make_readiness(
         check=check,
         timeout=float(timeout),
     )
+
+
+def _check_url(id: str, url: object) -> None:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError(f"proc {id!r}: ready_url must be an http:// URL, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"proc {id!r}: ready_url {url!r} is not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"proc {id!r}: ready_url {url!r} has no host")
+
+
+# -- the probes ----------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Probe:
+    """One condition of a Readiness, and what was seen of it so far."""
+
+    what: str  # "TCP port 127.0.0.1:8080", for error messages
+    wait: Callable[[_Probe], Awaitable[None]]  # returns once the condition holds
+    held: bool = False
+    seen: str = ""  # why it did not hold at the last try
+
+
+async def _poll(probe: _Probe, attempt: Callable[[], Awaitable[str | None]]) -> None:
+    """Try until `attempt` returns None (holds); else it returns why not."""
+    delay = _POLL_MIN
+    while (why := await attempt()) is not None:
+        probe.seen = why
+        await trio.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX)
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason from a connection error (trio wraps them in a group)."""
+    while isinstance(exc.__cause__, BaseExceptionGroup) and exc.__cause__.exceptions:
+        exc = exc.__cause__.exceptions[0]
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+def _line_probe(ovr: Overseer, id: str, pattern: re.Pattern[str]) -> _Probe:
+    async def wait(probe: _Probe) -> None:
+        probe.seen = "no such line yet"
+        await ovr.wait_for_log(id, pattern)
+
+    return _Probe(f"a line matching {pattern.pattern!r}", wait)
+
+
+def _port_probe(host: str, port: int) -> _Probe:
+    async def attempt() -> str | None:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            return _why(exc)
+        await stream.aclose()
+        return None
+
+    return _Probe(f"TCP port {host}:{port}", lambda probe: _poll(probe, attempt))
+
+
+def _url_probe(url: str) -> _Probe:
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    authority = parts.netloc.rpartition("@")[2]
+    request = (
+        f"GET {target} HTTP/1.0\r\nHost: {authority}\r\n"
+        "User-Agent: trio-overseer\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1", errors="replace")
+
+    async def attempt() -> str | None:
+        stream: trio.abc.Stream
+        try:
+            if secure:
+                stream = await trio.open_ssl_over_tcp_stream(
+                    host, port, ssl_context=_probe_ssl_context(), https_compatible=True
+                )
+            else:
+                stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(request)
+                head = await _read_head(stream)
+        except (OSError, trio.BrokenResourceError) as exc:
+            return _why(exc)
+        found = re.match(rb"HTTP/\d(?:\.\d)?\s+(\d{3})\b", head)
+        if found is None:
+            text = head[:60].decode("latin-1") if head else "nothing"
+            return f"no HTTP status line, got {text!r}"
+        status = int(found[1])
+        return None if status < 500 else f"HTTP status {status}"
+
+    return _Probe(f"HTTP GET {url} answering below 500", lambda probe: _poll(probe, attempt))
+
+
+def _probe_ssl_context() -> ssl.SSLContext:
+    # Readiness asks "does it answer?", not "do we trust it?" (as the HTTPS
+    # probes of Kubernetes): a local server with a self-signed certificate
+    # is ready once it answers.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _read_head(stream: trio.abc.ReceiveStream) -> bytes:
+    """The bytes of an HTTP answer up to the end of its first line (or EOF)."""
+    data = b""
+    while b"\n" not in data and len(data) < _MAX_HEAD:
+        chunk = await stream.receive_some(_MAX_HEAD)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _path_probe(path: str) -> _Probe:
+    async def attempt() -> str | None:
+        return None if os.path.exists(path) else "it does not exist"
+
+    return _Probe(f"path {path}", lambda probe: _poll(probe, attempt))
+
+
+def _check_probe(check: Callable[[], Awaitable[bool]]) -> _Probe:
+    name = getattr(check, "__qualname__", None) or repr(check)
+
+    async def attempt() -> str | None:
+        try:
+            result = await check()
+        except Exception as exc:  # a predicate that fails means "not yet"
+            return f"it raised {exc!r}"
+        return None if result else f"it returned {result!r}"
+
+    return _Probe(f"ready_check {name}()", lambda probe: _poll(probe, attempt))
+
+
+def _probes(ovr: Overseer, id: str, readiness: Readiness, dir: str | None) -> list[_Probe]:
+    probes = []
+    if readiness.line is not None:
+        probes.append(_line_probe(ovr, id, readiness.line))
+    if readiness.port is not None:
+        probes.append(_port_probe(*readiness.port))
+    if readiness.url is not None:
+        probes.append(_url_probe(readiness.url))
+    if readiness.path is not None:
+        probes.append(_path_probe(os.path.join(dir or "", readiness.path)))
+    if readiness.check is not None:
+        probes.append(_check_probe(readiness.check))
+    return probes
+
+
+# -- waiting -------------------------------------------------------------------
+
+
+async def wait_ready(ovr: Overseer, id: str, readiness: Readiness) -> None:
+    """Return once proc `id` is ready: every probe of `readiness` holds while it runs.
+
+    Called by `Overseer.start` once the process runs (or failed to start).
+
+    Cancellation: the proc is stopped (not awaited) and the cancellation
+    propagates.
+
+    Raises:
+      NotReadyError: the timeout passed, or the proc ended (without a restart
+        to follow) before it was ready; the proc has been stopped and its
+        supervision has ended.
+    """
+    rec = ovr._procs[id]
+    done = rec.done  # set when this supervision ends: no run follows
+    probes = _probes(ovr, id, readiness, rec.cmd.dir)
+    try:
+        ended = False
+        with trio.move_on_after(readiness.timeout):
+            while not (ended := await _race([partial(_hold, p) for p in probes], done)):
+                if ovr.status(id).state is State.RUNNING:
+                    return
+                # The probes held while no run is up (say, the ready line of a
+                # run that crashed, before its restart): probe the next run.
+                if ended := await _race([partial(ovr.wait_for_state, id, State.RUNNING)], done):
+                    break
+                for probe in probes:
+                    probe.held = False
+        error = NotReadyError(_message(ovr, id, readiness, probes, ended))
+    except BaseException:
+        ovr.stop(id)
+        raise
+    ovr.stop(id)
+    await done.wait()  # bounded by the proc's stop_timeout and the SIGKILL wait
+    raise error
+
+
+async def _race(waits: list[Callable[[], Awaitable[object]]], done: trio.Event) -> bool:
+    """Wait until every one of `waits` has returned (False) or `done` is set (True)."""
+    if done.is_set():
+        return True
+    ended = False
+
+    async def all_return(cancel: trio.CancelScope) -> None:
+        async with trio.open_nursery() as nursery:
+            for wait in waits:
+                nursery.start_soon(wait)
+        cancel.cancel()
+
+    async def end(cancel: trio.CancelScope) -> None:
+        nonlocal ended
+        await done.wait()
+        ended = True
+        cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(all_return, nursery.cancel_scope)
+        nursery.start_soon(end, nursery.cancel_scope)
+    return ended
+
+
+async def _hold(probe: _Probe) -> None:
+    await probe.wait(probe)
+    probe.held = True
+
+
+def _message(
+    ovr: Overseer, id: str, readiness: Readiness, probes: list[_Probe], ended: bool
+) -> str:
+    info = ovr.status(id)
+    if not ended:
+        what = f"proc {id!r} was not ready within {readiness.timeout:g} s"
+    elif info.state is State.FATAL:
+        return f"proc {id!r} could not start: {info.error}"
+    elif info.state in FINAL_STATES:
+        how = info.error or f"exit code {info.exit_code}"
+        what = f"proc {id!r} ended before it was ready ({info.state.value}, {how})"
+    else:
+        what = f"proc {id!r} was stopped before it was ready"
+    if info.restarts:
+        what += f" after {info.restarts} restart{'s' if info.restarts > 1 else ''}"
+    pending = [p for p in probes if not p.held] or probes
+    waiting = "; ".join(f"{p.what} ({p.seen})" if p.seen else p.what for p in pending)
+    return f"{what}: still waiting for {waiting}\n{format_tail(list(ovr._procs[id].tail))}"
+
+
+def format_tail(lines: list[LogMsg], count: int = _TAIL) -> str:
+    """The last `count` lines of output, for error messages and reports."""
+    if not lines:
+        return "it printed nothing"
+    shown = lines[-count:]
+    head = f"its last {len(shown)} lines of output:" if len(lines) > count else "its output:"
+    body = "\n".join(f"  {'out' if m.type == STDOUT else 'err'}| {m.text}" for m in shown)
+    return f"{head}\n{body}"
