@@ -1,0 +1,328 @@
+"""``trio-overseer``: the command line, parsed and dispatched to its commands.
+
+Exit statuses: 0 success; 1 a proc failed (``start``) or a request failed
+(control commands); 2 a usage or config error; 130 interrupted (``start``:
+SIGINT, SIGTERM or SIGHUP; clients: Ctrl+C); 141 stdout closed (``start``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from ._config import ProcSpec
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+_DEFAULT_SOCKET = ".trio-overseer.sock"
+_STATUS_TIMEOUT = 10.0
+
+
+class _UsageError(Exception):
+    """Bad command line or config: print the message, exit 2."""
+
+
+def _say(message: str) -> None:
+    print(f"trio-overseer: {message}", file=sys.stderr, flush=True)
+
+
+class _HideCannotStart(logging.Filter):
+    """The library logs a proc that cannot start; our output has a line for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("proc %r cannot start")
+
+
+def _setup_logging() -> None:
+    """The library's own warnings and errors go to stderr; proc lines do not."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trio-overseer: %(message)s"))
+    handler.addFilter(_HideCannotStart())
+    log = logging.getLogger("trio_overseer")
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)  # also keeps the per-line INFO records of procs off
+    log.propagate = False
+
+
+# -- config ---------------------------------------------------------------------
+
+
+def _load(config: str | None) -> tuple[Path, list[ProcSpec]]:
+    """The config file to use and its procs; `_UsageError` with the diagnosis if invalid."""
+    try:
+        from ._config import ConfigError, find_config, load_config
+    except ImportError as exc:  # PyYAML is an optional dependency of the library
+        raise _UsageError(
+            f"the command-line tool needs PyYAML ({exc}); install it with "
+            "pip install 'trio-overseer[cli]'"
+        ) from None
+    try:
+        path = Path(find_config(Path.cwd()).name) if config is None else Path(config)
+        return path, load_config(path)
+    except ConfigError as exc:
+        raise _UsageError("\n".join(exc.problems)) from None
+
+
+def _select(specs: list[ProcSpec], only: str | None, path: Path) -> list[ProcSpec]:
+    if only is None:
+        return specs
+    wanted = [name.strip() for name in only.split(",") if name.strip()]
+    known = [spec.id for spec in specs]
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        what = ", ".join(map(repr, unknown)) if unknown else "nothing"
+        raise _UsageError(f"--only: no proc {what} in {path} (known: {', '.join(known)})")
+    return [spec for spec in specs if spec.id in wanted]
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ._config import describe
+
+    path, specs = _load(args.config)
+    width = max(len(spec.id) for spec in specs)
+    lines = [f"{path}: {len(specs)} proc{'s' if len(specs) != 1 else ''}, valid"]
+    lines += [f"  {spec.id.ljust(width)}  {describe(spec)}" for spec in specs]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    import trio
+
+    from ._control import ControlServer, ControlSocketError
+    from ._printer import want_colour
+    from ._start import Instance
+
+    try:
+        path, specs = _load(args.config)
+    except _UsageError as exc:
+        raise _UsageError(f"{exc}\nnothing was started: fix the config file first") from None
+    specs = _select(specs, args.only, path)
+    choice = "never" if args.json else args.color
+    if hasattr(sys.stdout, "reconfigure"):  # never fail on what a terminal cannot show
+        sys.stdout.reconfigure(errors="replace")
+    server = None
+    if not args.no_socket:
+        try:
+            server = ControlServer.bind(args.socket)
+        except ControlSocketError as exc:
+            raise _UsageError(str(exc)) from None
+    try:
+        instance = Instance(
+            specs,
+            out=sys.stdout,
+            err=sys.stderr,
+            colour=want_colour(sys.stdout, choice=choice),
+            json_lines=args.json,
+            server=server,
+        )
+        return trio.run(instance.run)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ._client import answer, format_status
+
+    rows = answer(args.socket, {"cmd": "status"}, timeout=_STATUS_TIMEOUT)["procs"]
+    if args.json:
+        sys.stdout.write("".join(_json(row) + "\n" for row in rows))
+    else:
+        sys.stdout.write(format_status(rows))
+    return EXIT_OK
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from ._client import answer, summary
+
+    if args.all == (args.id is not None):
+        raise _UsageError("stop: give a proc id or --all (not both)")
+    if args.all:
+        rows = answer(args.socket, {"cmd": "stop", "all": True})["procs"]
+    else:
+        rows = [answer(args.socket, {"cmd": "stop", "id": args.id})["proc"]]
+    for row in rows:
+        print(f"{row['id']}: {summary(row)}")
+    return EXIT_OK
+
+
+def _cmd_restart(args: argparse.Namespace) -> int:
+    from ._client import answer, summary
+
+    row = answer(args.socket, {"cmd": "restart", "id": args.id})["proc"]
+    print(f"{row['id']}: {summary(row)}")
+    return EXIT_OK
+
+
+def _cmd_signal(args: argparse.Namespace) -> int:
+    from ._client import answer
+    from ._control import RequestError, parse_signal
+
+    try:
+        sig = parse_signal(args.signal)
+    except RequestError as exc:
+        raise _UsageError(str(exc)) from None
+    reply = answer(args.socket, {"cmd": "signal", "id": args.id, "signal": sig})
+    print(f"{args.id}: sent {reply['signal']} to process group {reply['proc']['PID']}")
+    return EXIT_OK
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from ._client import answer, print_logs
+
+    if args.lines is not None and args.lines < 0:
+        raise _UsageError("logs: --lines must be >= 0")
+    rows = answer(args.socket, {"cmd": "status"}, timeout=_STATUS_TIMEOUT)["procs"]
+    message = {"cmd": "logs", "id": args.id, "lines": args.lines, "follow": args.follow}
+    ids = [row["id"] for row in rows]
+    print_logs(args.socket, message, ids, json_lines=args.json, colour=args.color)
+    return EXIT_OK
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data)
+
+
+# -- the parser -------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-overseer",
+        description="Run and supervise the processes of a config file (overseer.yml, "
+        "config.yml or Procfile), and control them from another terminal.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        return sub
+
+    def socket_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--socket",
+            metavar="PATH",
+            default=_DEFAULT_SOCKET,
+            help=f"the control socket (default: ./{_DEFAULT_SOCKET})",
+        )
+
+    def config_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "-c",
+            "--config",
+            metavar="FILE",
+            help="config file (default: overseer.yml, config.yml, then Procfile "
+            "in the current directory)",
+        )
+
+    def colour_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--color",
+            choices=("auto", "always", "never"),
+            default="auto",
+            help="colour the output (default: auto, on a terminal without NO_COLOR set)",
+        )
+        sub.add_argument("--no-color", action="store_true", help="same as --color=never")
+
+    sub = command("start", "run every proc of the config file until all have ended")
+    config_option(sub)
+    sub.add_argument("--only", metavar="ID,ID", help="run only these procs")
+    sub.add_argument("--json", action="store_true", help="write JSON Lines for machines")
+    colour_options(sub)
+    socket_option(sub)
+    sub.add_argument("--no-socket", action="store_true", help="do not listen on a control socket")
+    sub.set_defaults(func=_cmd_start)
+
+    sub = command("check", "validate the config file and show each proc's command")
+    config_option(sub)
+    sub.set_defaults(func=_cmd_check)
+
+    sub = command("status", "show the procs of the running instance")
+    sub.add_argument("--json", action="store_true", help="one JSON object per proc and line")
+    socket_option(sub)
+    sub.set_defaults(func=_cmd_status)
+
+    sub = command("stop", "stop a proc (no restart), or every proc with --all")
+    sub.add_argument("id", nargs="?", metavar="ID")
+    sub.add_argument("--all", action="store_true", help="stop every proc: the instance ends")
+    socket_option(sub)
+    sub.set_defaults(func=_cmd_stop)
+
+    sub = command("restart", "stop a proc if it runs, then start it again")
+    sub.add_argument("id", metavar="ID")
+    socket_option(sub)
+    sub.set_defaults(func=_cmd_restart)
+
+    sub = command("signal", "send a signal to a proc's process group")
+    sub.add_argument("id", metavar="ID")
+    sub.add_argument("signal", metavar="SIGNAL", help="a name (TERM, SIGUSR1) or a number")
+    socket_option(sub)
+    sub.set_defaults(func=_cmd_signal)
+
+    sub = command("logs", "show recent lines of one proc or of all")
+    sub.add_argument("id", nargs="?", metavar="ID")
+    sub.add_argument("-f", "--follow", action="store_true", help="keep showing new lines")
+    sub.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    sub.add_argument("--json", action="store_true", help="write JSON Lines")
+    colour_options(sub)
+    socket_option(sub)
+    sub.set_defaults(func=_cmd_logs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``trio-overseer`` command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "no_color", False):
+        args.color = "never"
+    _setup_logging()
+    from ._client import ClientError
+
+    try:
+        status: int = args.func(args)
+    except _UsageError as exc:
+        for line in str(exc).splitlines():
+            _say(line)
+        return EXIT_USAGE
+    except ClientError as exc:
+        _say(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_FAILED
+    return status
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE on stdout, keep the interpreter's last flush from complaining."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
