@@ -1,0 +1,218 @@
+"""What every benchmark shares: the tag, the survivor scan, CPU and memory readings.
+
+Every measurement runs in a fresh worker process whose environment carries a
+unique tag (``TRIO_OVERSEER_BENCH_TAG=<hex>``); every child and grandchild
+inherits it (peers are given it in their config as well), so after the
+measurement a scan of ``/proc/*/environ`` finds any process that was left
+behind, whoever started it.
+
+This module imports nothing heavy (no trio, no trio_overseer), so that the
+memory benchmark's baseline process does not pay for the candidate's imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+TAG_VAR = "TRIO_OVERSEER_BENCH_TAG"
+RESULT_MARK = "BENCH-RESULT "
+
+
+def tag() -> str:
+    """The tag of the current measurement (set by the runner)."""
+    return os.environ.get(TAG_VAR, "")
+
+
+def tagged_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of this process's environment (which holds the tag) plus `extra`."""
+    env = dict(os.environ)
+    if extra:
+        env.update(extra)
+    return env
+
+
+# -- /proc scanning -----------------------------------------------------------
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _read(path: str) -> bytes:
+    """The whole file, or b"" when it is gone (os.open: 5x cheaper than open())."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone, or not ours to read
+        return b""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, ppid) of `pid`, or None when it is gone."""
+    data = _read(f"/proc/{pid}/stat")
+    if not data:
+        return None
+    rest = data[data.rfind(b")") + 2 :].split()
+    return rest[0].decode(), int(rest[1])
+
+
+def tagged_pids(value: str, exclude: Iterable[int] = ()) -> list[int]:
+    """Live (not zombie) processes whose environment holds the tag `value`."""
+    if not value:
+        return []
+    needle = f"{TAG_VAR}={value}\0".encode()
+    skip = {os.getpid(), *exclude}
+    found = []
+    for pid in _pids():
+        if pid in skip:
+            continue
+        if needle in _read(f"/proc/{pid}/environ"):
+            st = _stat(pid)
+            if st is not None and st[0] not in "ZX":
+                found.append(pid)
+    return found
+
+
+def my_zombies() -> list[int]:
+    """Children of this process that exited and were never reaped."""
+    me = os.getpid()
+    out = []
+    for pid in _pids():
+        st = _stat(pid)
+        if st is not None and st[1] == me and st[0] == "Z":
+            out.append(pid)
+    return out
+
+
+def describe(pid: int) -> str:
+    cmdline = _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").strip()
+    return f"{pid} ({cmdline.decode(errors='replace')[:80] or '?'})"
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    """Wait up to `timeout` s for `pids` to disappear (or turn zombie); return the rest."""
+    left = list(pids)
+    deadline = time.monotonic() + timeout
+    while left:
+        left = [pid for pid in left if (st := _stat(pid)) is not None and st[0] not in "ZX"]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return left
+
+
+class SleeperCounter:
+    """Counts the tagged processes named `comm` (e.g. ``sleep``), cheaply and repeatedly.
+
+    Used to tell, from outside, when a supervisor (ours or a peer) has all
+    its children: a pid found tagged and running `comm` stays counted while
+    it exists; other pids are looked at again on every scan (they may exec).
+    """
+
+    def __init__(self, value: str, comm: bytes = b"sleep") -> None:
+        self._needle = f"{TAG_VAR}={value}\0".encode()
+        self._comm = comm + b"\n"
+        self._found: set[int] = set()
+
+    def count(self) -> int:
+        live = set()
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid in self._found:
+                live.add(pid)
+                continue
+            if _read(f"/proc/{pid}/comm") != self._comm:
+                continue
+            if self._needle in _read(f"/proc/{pid}/environ"):
+                live.add(pid)
+        self._found = live
+        return len(live)
+
+
+# -- readings ------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process (all its threads) so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def rss_kib() -> int:
+    """Current resident set size (VmRSS) of this process, KiB."""
+    for line in _read("/proc/self/status").splitlines():
+        if line.startswith(b"VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def raise_nofile() -> None:
+    """Raise the soft limit of open files to the hard limit (1000 procs need ~3000 fds)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# -- results -------------------------------------------------------------------
+
+
+class Check:
+    """Collects what went wrong in a measurement; a non-empty list fails the row."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def expect(self, ok: bool, what: str) -> None:
+        if not ok:
+            self.problems.append(what)
+
+    def no_survivors(self, grace: float = 0.5) -> None:
+        """Every tagged process but this one is gone; none of our children is a zombie."""
+        left = wait_gone(tagged_pids(tag()), grace)
+        if left:
+            self.problems.append(
+                f"{len(left)} survivor(s): " + "; ".join(describe(p) for p in left[:3])
+            )
+            kill_all(left)
+            wait_gone(left, 5.0)
+        zombies = my_zombies()
+        if zombies:
+            self.problems.append(f"{len(zombies)} unreaped child(ren) (zombies)")
+
+    def result(self, value: float, **extra: Any) -> dict[str, Any]:
+        return {"value": value, "problems": self.problems, "extra": extra}
+
+
+def skip(note: str) -> dict[str, Any]:
+    """The result of a measurement that cannot run here (a missing peer, no CLI)."""
+    return {"skip": note}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

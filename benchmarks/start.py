@@ -1,0 +1,160 @@
+"""start: 100 sleepers, from nothing until every one is running.
+
+In-process (timed inside one Trio program, after imports):
+
+* ``open_overseer`` + ``add`` + ``await ovr.start(id)`` for each, in turn;
+* ``add`` each, ``supervise_all()`` in a nursery, ``wait_for_state(id, RUNNING)``
+  for each;
+* baseline: a Trio nursery, ``await nursery.start(trio.run_process, ...)`` for
+  each in turn (own process group, stdout/stderr captured, like the Overseer).
+
+From launch (the only fair way to time other supervisors): start a supervisor
+process whose config holds 100 ``sleep`` programs and time until 100 tagged
+``sleep`` processes exist (a /proc scan every 5 ms); then SIGTERM it and check
+no child survived.  Rows: a trio_overseer script, the trio_overseer CLI (when
+it exists), a raw Trio script, supervisord, circus, honcho.
+
+Checks: every proc running at the end of the window, all gone afterwards, no
+survivor, no zombie.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+from benchmarks._common import Check
+from benchmarks._peers import SLEEP_SECONDS, launch_until_children
+from benchmarks._spec import Bench, Target, Variant
+
+N = 100
+
+
+def plan(quick: bool) -> Bench:
+    p = {"n": N}
+    outside = 1 if quick else 3
+    variants = [
+        Variant("ovr_start", "trio_overseer open_overseer + start() each", "candidate",
+                "m_ovr_start", p),
+        Variant("ovr_all", "trio_overseer supervise_all + wait_for_state", "candidate",
+                "m_ovr_all", p),
+        Variant("trio", "raw Trio nursery.start(run_process) each", "baseline", "m_trio", p),
+    ]
+    for key, label, role in [
+        ("ovr-script", "from launch: trio_overseer script", "candidate"),
+        ("cli", "from launch: trio_overseer CLI", "candidate"),
+        ("trio-script", "from launch: raw Trio script", "info"),
+        ("supervisord", "from launch: supervisord", "peer"),
+        ("circus", "from launch: circus", "peer"),
+        ("honcho", "from launch: honcho", "peer"),
+    ]:
+        variants.append(Variant(key, label, role, "m_launch", {"n": N, "which": key},
+                                rounds=outside))
+    targets = [
+        Target("start() each / raw Trio", "ovr_start", "trio", "<=", 1.2),
+        Target("supervise_all / raw Trio", "ovr_all", "trio", "<=", 1.2),
+    ]
+    for subject in ("ovr-script", "cli"):
+        for peer in ("supervisord", "circus", "honcho"):
+            name = "script" if subject == "ovr-script" else "CLI"
+            targets.append(Target(f"from launch: trio_overseer {name} / {peer}", subject, peer,
+                                  "<", 1.0))
+    return Bench(
+        name="start",
+        title=f"start {N} sleepers until all are running",
+        unit="s",
+        higher_is_better=False,
+        variants=variants,
+        targets=targets,
+        rounds=3 if quick else 5,
+    )
+
+
+def m_launch(p: dict[str, Any]) -> dict[str, Any]:
+    return launch_until_children(p["which"], p["n"])
+
+
+def m_ovr_start(p: dict[str, Any]) -> dict[str, Any]:
+    import trio
+
+    import trio_overseer
+    from trio_overseer import State
+
+    n = p["n"]
+    check = Check()
+    out: dict[str, float] = {}
+
+    async def main() -> None:
+        async with trio_overseer.open_overseer() as ovr:
+            t0 = time.perf_counter()
+            for i in range(n):
+                ovr.add(f"s{i}", "sleep", [SLEEP_SECONDS])
+                await ovr.start(f"s{i}")
+            out["t"] = time.perf_counter() - t0
+            states = [ovr.status(f"s{i}").state for i in range(n)]
+            check.expect(all(s is State.RUNNING for s in states), f"states {set(states)}")
+        ends = [ovr.status(f"s{i}").state for i in range(n)]
+        check.expect(all(s is State.INTERRUPTED for s in ends), f"after the block: {set(ends)}")
+
+    trio.run(main)
+    check.no_survivors()
+    return check.result(out.get("t"))
+
+
+def m_ovr_all(p: dict[str, Any]) -> dict[str, Any]:
+    import trio
+
+    import trio_overseer
+    from trio_overseer import State
+
+    n = p["n"]
+    check = Check()
+    out: dict[str, float] = {}
+
+    async def main() -> None:
+        ovr = trio_overseer.Overseer()
+        async with trio.open_nursery() as nursery:
+            t0 = time.perf_counter()
+            for i in range(n):
+                ovr.add(f"s{i}", "sleep", [SLEEP_SECONDS])
+            nursery.start_soon(ovr.supervise_all)
+            for i in range(n):
+                await ovr.wait_for_state(f"s{i}", State.RUNNING, timeout=30)
+            out["t"] = time.perf_counter() - t0
+            ovr.stop_all()
+        ends = [ovr.status(f"s{i}").state for i in range(n)]
+        check.expect(all(s is State.INTERRUPTED for s in ends), f"after stop_all: {set(ends)}")
+
+    trio.run(main)
+    check.no_survivors()
+    return check.result(out.get("t"))
+
+
+def m_trio(p: dict[str, Any]) -> dict[str, Any]:
+    import functools
+
+    import trio
+
+    n = p["n"]
+    check = Check()
+    out: dict[str, float] = {}
+    procs: list[Any] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                procs.append(await nursery.start(functools.partial(
+                    trio.run_process, ["sleep", SLEEP_SECONDS], check=False,
+                    stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True,
+                    process_group=0,
+                )))
+            out["t"] = time.perf_counter() - t0
+            check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended early")
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    check.expect(all(proc.returncode == -15 for proc in procs), "a sleeper did not end by SIGTERM")
+    check.no_survivors()
+    return check.result(out.get("t"))
