@@ -1,0 +1,390 @@
+"""Readiness: `start()` returns once every ready_* probe holds, else NotReadyError."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from children import PRINT_THEN_SLEEP, PY, SLEEP_FOREVER, python
+
+from trio_overseer import OverseerError, State, open_overseer
+from trio_overseer._ready import NotReadyError, make_readiness, wait_ready
+
+T = 20  # guard for anything awaited on real processes; never a sync point
+FINAL = (State.FINISHED, State.INTERRUPTED, State.FATAL)
+
+
+def overseer(**kwargs: Any) -> Any:
+    kwargs.setdefault("handle_signals", False)
+    kwargs.setdefault("stop_timeout", 1.0)
+    kwargs.setdefault("backoff_base", 0.01)
+    return open_overseer(**kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def connects(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- children: the pauses only make sure a probe has to retry; nothing waits on them
+
+
+def LISTEN_LATER(port: int) -> list[str]:
+    """Print "starting", listen on `port` 0.3 s later, print "listening", sleep."""
+    return python(
+        f"""
+        import socket, time
+        print("starting")
+        time.sleep(0.3)
+        sock = socket.create_server(("127.0.0.1", {port}))
+        print("listening")
+        while True:
+            time.sleep(3600)
+        """
+    )
+
+
+def HTTP_SERVER(port: int, statuses: list[int]) -> list[str]:
+    """Answer each GET with the next of `statuses` (the last one forever), print it."""
+    return python(
+        f"""
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+        statuses = {statuses!r}
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+                print("answered", status, self.path, flush=True)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            def log_message(self, *args):
+                pass
+        HTTPServer(("127.0.0.1", {port}), Handler).serve_forever()
+        """
+    )
+
+
+def CREATE_LATER(path: Path, unix_socket: bool = False) -> list[str]:
+    """Create `path` (a file, or a listening Unix socket) 0.2 s after starting."""
+    make = (
+        f"s = socket.socket(socket.AF_UNIX); s.bind({str(path)!r}); s.listen()"
+        if unix_socket
+        else f"open({str(path)!r}, 'w').close()"
+    )
+    return python(
+        f"""
+        import socket, time
+        time.sleep(0.2)
+        {make}
+        print("created")
+        while True:
+            time.sleep(3600)
+        """
+    )
+
+
+def READY_ON_RUN(counter: Path, n: int) -> list[str]:
+    """Runs before the n-th (counted in a file) exit 1; the n-th prints "ready", sleeps."""
+    return python(
+        f"""
+        import sys, time
+        path = {str(counter)!r}
+        try:
+            count = int(open(path).read())
+        except FileNotFoundError:
+            count = 0
+        count += 1
+        open(path, "w").write(str(count))
+        print("run", count)
+        if count < {n}:
+            sys.exit(1)
+        print("ready")
+        while True:
+            time.sleep(3600)
+        """
+    )
+
+
+# --- each probe, ready ------------------------------------------------------------
+
+
+async def test_ready_line_waits_for_the_line() -> None:
+    port = free_port()
+    async with overseer() as ovr:
+        ovr.add("srv", PY, LISTEN_LATER(port), ready_line=r"^listen")
+        info = await ovr.start("srv")
+        assert info.state is State.RUNNING
+        assert connects(port)
+
+
+async def test_ready_line_printed_before_the_wait_counts() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, PRINT_THEN_SLEEP("one", "two"))
+        await ovr.start("p")
+        await ovr.wait_for_log("p", "^ready$", timeout=T)
+        line = make_readiness(
+            "p", line="^one", port=None, url=None, path=None, check=None, timeout=1
+        )
+        with trio.fail_after(T):
+            await wait_ready(ovr, "p", line)
+
+
+async def test_ready_port() -> None:
+    port = free_port()
+    async with overseer() as ovr:
+        ovr.add("srv", PY, LISTEN_LATER(port), ready_port=port)
+        assert (await ovr.start("srv")).state is State.RUNNING
+        assert connects(port)
+        assert [m.text for m in ovr._procs["srv"].tail] == ["starting", "listening"]
+
+
+@pytest.mark.parametrize("statuses", [[503, 502, 200], [404]])
+async def test_ready_url_below_500(statuses: list[int]) -> None:
+    port = free_port()
+    async with overseer() as ovr:
+        ovr.add(
+            "web",
+            PY,
+            HTTP_SERVER(port, statuses),
+            ready_url=f"http://127.0.0.1:{port}/health?x=1",
+        )
+        await ovr.start("web")
+        await ovr.wait_for_log("web", f"answered {statuses[-1]} /health\\?x=1$", timeout=T)
+        answered = [m.text for m in ovr._procs["web"].tail]
+        assert answered == [f"answered {s} /health?x=1" for s in statuses]
+
+
+@pytest.mark.parametrize("unix_socket", [False, True], ids=["file", "unix-socket"])
+async def test_ready_path(tmp_path: Path, unix_socket: bool) -> None:
+    path = tmp_path / "srv.sock"
+    async with overseer() as ovr:
+        ovr.add("srv", PY, CREATE_LATER(path, unix_socket), ready_path=path)
+        assert (await ovr.start("srv")).state is State.RUNNING
+        assert path.is_socket() if unix_socket else path.is_file()
+
+
+async def test_ready_path_is_relative_to_the_proc_dir(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "flag"
+    async with overseer() as ovr:
+        ovr.add("srv", PY, CREATE_LATER(path), dir=tmp_path / "sub", ready_path="flag")
+        await ovr.start("srv")
+        assert path.is_file()
+
+
+async def test_ready_check_polls_until_true() -> None:
+    calls: list[float] = []
+
+    async def check() -> bool:
+        calls.append(trio.current_time())
+        if len(calls) == 1:
+            raise ConnectionRefusedError("not yet")  # an exception means "not yet"
+        return len(calls) >= 4
+
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER, ready_check=check)
+        assert (await ovr.start("p")).state is State.RUNNING
+    assert len(calls) == 4
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert gaps == sorted(gaps)  # backoff: the polls slow down
+
+
+async def test_all_probes_must_hold() -> None:
+    port = free_port()
+    checked = trio.Event()
+
+    async def check() -> bool:
+        checked.set()
+        return True
+
+    async with overseer() as ovr:
+        ovr.add(
+            "srv", PY, LISTEN_LATER(port), ready_line="starting", ready_port=port, ready_check=check
+        )
+        await ovr.start("srv")
+        assert connects(port)
+        assert checked.is_set()
+
+
+# --- never ready: the timeout ---------------------------------------------------
+
+
+async def test_never_ready_times_out_with_the_tail() -> None:
+    lines = [f"line {i}" for i in range(30)]
+    async with overseer() as ovr:
+        ovr.add("web", PY, PRINT_THEN_SLEEP(*lines), ready_line="never", ready_timeout=0.5)
+        start = trio.current_time()
+        with pytest.raises(NotReadyError) as caught:
+            await ovr.start("web")
+        assert trio.current_time() - start >= 0.5
+        # The proc was stopped, and its supervision has ended.
+        info = ovr.status("web")
+        assert info.state is State.INTERRUPTED
+        assert not ovr.is_running()
+    error = caught.value
+    assert isinstance(error, TimeoutError) and isinstance(error, OverseerError)
+    message = str(error)
+    assert message.startswith("proc 'web' was not ready within 0.5 s: ")
+    assert "a line matching 'never'" in message
+    assert "its last 20 lines of output:" in message
+    assert "  out| line 11\n" in message and "out| line 10\n" not in message
+    assert message.endswith("  out| line 29\n  out| ready")
+
+
+async def test_never_ready_names_only_the_probes_that_failed(tmp_path: Path) -> None:
+    async with overseer() as ovr:
+        ovr.add(
+            "p",
+            PY,
+            PRINT_THEN_SLEEP(),
+            ready_line="ready",
+            ready_path=tmp_path / "missing",
+            ready_timeout=0.5,
+        )
+        with pytest.raises(NotReadyError) as caught:
+            await ovr.start("p")
+    first = str(caught.value).splitlines()[0]
+    assert first == (
+        "proc 'p' was not ready within 0.5 s: still waiting for "
+        f"path {tmp_path / 'missing'} (it does not exist)"
+    )
+
+
+async def test_never_ready_url_says_what_it_answered() -> None:
+    port = free_port()
+    async with overseer() as ovr:
+        url = f"http://127.0.0.1:{port}/"
+        ovr.add("web", PY, HTTP_SERVER(port, [500]), ready_url=url, ready_timeout=1.0)
+        with pytest.raises(NotReadyError) as caught:
+            await ovr.start("web")
+    assert f"HTTP GET http://127.0.0.1:{port}/ answering below 500 (HTTP status 500)" in str(
+        caught.value
+    )
+    assert "out| answered 500 /" in str(caught.value)
+
+
+async def test_never_ready_check_reports_its_exception() -> None:
+    async def check() -> bool:
+        raise ConnectionRefusedError("db is down")
+
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER, ready_check=check, ready_timeout=0.3)
+        with pytest.raises(NotReadyError, match=r"check\(\) \(it raised ConnectionRefusedError"):
+            await ovr.start("p")
+
+
+# --- ended before ready: fails fast ----------------------------------------------
+
+
+async def test_exit_before_ready_fails_fast() -> None:
+    crash = python("import sys; print('fatal: no config', file=sys.stderr); sys.exit(3)")
+    async with overseer() as ovr:
+        ovr.add("db", PY, crash, ready_port=free_port(), ready_timeout=60)
+        begin = time.monotonic()
+        with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
+            await ovr.start("db")
+        assert time.monotonic() - begin < 5
+    message = str(caught.value)
+    assert message.startswith("proc 'db' ended before it was ready (finished, exit code 3): ")
+    assert "TCP port 127.0.0.1:" in message
+    assert message.endswith("its output:\n  err| fatal: no config")
+
+
+async def test_fatal_fails_at_once() -> None:
+    async with overseer() as ovr:
+        ovr.add("x", "/nonexistent/program", ready_line="never", ready_timeout=60)
+        with trio.fail_after(T), pytest.raises(NotReadyError, match=r"^proc 'x' could not start: "):
+            await ovr.start("x")
+        assert ovr.status("x").state is State.FATAL
+
+
+async def test_restart_may_become_ready(tmp_path: Path) -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, READY_ON_RUN(tmp_path / "n", 2), retry_times=3, ready_line="^ready")
+        info = await ovr.start("p")
+        assert (info.state, info.restarts) == (State.RUNNING, 1)
+
+
+async def test_restarts_exhausted_fails(tmp_path: Path) -> None:
+    async with overseer() as ovr:
+        ovr.add(
+            "p",
+            PY,
+            READY_ON_RUN(tmp_path / "n", 5),
+            retry_times=1,
+            ready_line="^ready",
+            ready_timeout=60,
+        )
+        with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
+            await ovr.start("p")
+    assert str(caught.value).startswith(
+        "proc 'p' ended before it was ready (finished, exit code 1) after 1 restart: "
+    )
+    assert str(caught.value).endswith("  out| run 2")
+
+
+async def test_cancelled_while_waiting_stops_the_proc() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER, ready_line="never")
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ovr.start, "p")
+                await ovr.wait_for_state("p", State.RUNNING, timeout=T)
+                scope.cancel()
+        info = await ovr.wait_for_state("p", *FINAL, timeout=T)
+        assert info.state is State.INTERRUPTED
+
+
+async def test_stopped_while_waiting() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER, ready_line="never")
+
+        async def stop_when_running() -> None:
+            await ovr.wait_for_log("p", "^ready$", timeout=T)
+            ovr.stop("p")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_when_running)
+            with pytest.raises(NotReadyError, match=r"ended before it was ready \(interrupted, "):
+                await ovr.start("p")
+
+
+# --- validation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("timeout", 0, "ready_timeout must be a number > 0"),
+        ("port", 70000, "ready_port must be a TCP port number"),
+        ("port", ("", 80), "ready_port host must be a non-empty string"),
+        ("url", "ftp://x/", "ready_url must be an http:// URL"),
+        ("url", "http://:80/", "ready_url 'http://:80/' has no host"),
+        ("url", "http://h:port/", "ready_url 'http://h:port/' is not a valid URL"),
+    ],
+)
+def test_invalid_options(option: str, value: Any, error: str) -> None:
+    options: dict[str, Any] = dict(line=None, port=None, url=None, path=None, check=None)
+    options["timeout"] = 1.0
+    options[option] = value
+    with pytest.raises(ValueError, match=f"^proc 'p': {error}"):
+        make_readiness("p", **options)
+
+
+def test_readiness_is_false_without_probes() -> None:
+    none = make_readiness("p", line=None, port=None, url=None, path=None, check=None, timeout=1)
+    assert not none
+    assert make_readiness("p", line="x", port=None, url=None, path=None, check=None, timeout=1)
+    assert make_readiness("p", line=None, port=8080, url=None, path=None, check=None, timeout=1)
