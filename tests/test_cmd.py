@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -17,6 +18,7 @@ from children import (
     EXIT_0,
     EXIT_1,
     EXIT_42,
+    FAIL_UNTIL,
     IGNORE_SIGTERM,
     KILL_SELF,
     PRINT_BOTH,
@@ -41,6 +43,8 @@ from children import (
     tagged_env,
     wait_pid_gone,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trio_overseer import (
     Cmd,
@@ -195,6 +199,15 @@ async def test_fatal_nonexistent_dir(tmp_path: Path) -> None:
     )
 
 
+async def test_run_ignores_delay_start_and_retry_times(tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    cmd = Cmd(PY, FAIL_UNTIL(counter, 5), delay_start=30, retry_times=3)
+    with trio.fail_after(T):
+        status = await cmd.run()
+    assert status.exit == 1
+    assert counter.read_text() == "1"  # ran once, at once
+
+
 # --- one run per Cmd; clone; wait ---------------------------------------------------
 
 
@@ -284,6 +297,15 @@ async def test_stop_sends_sigterm() -> None:
     assert status.error == "signal: SIGTERM"
     assert_final_status_consistent(status)
     assert not pid_alive(status.pid)
+
+
+async def test_stop_sets_retry_times_to_zero() -> None:
+    cmd = Cmd(PY, SLEEP_FOREVER, streaming=True, retry_times=3)
+    with trio.fail_after(T):
+        async with running(cmd):
+            assert cmd.retry_times == 3
+            cmd.stop()
+            assert cmd.retry_times == 0
 
 
 async def test_stop_before_start_is_noop() -> None:
@@ -431,6 +453,49 @@ async def test_leader_exit_kills_rest_of_group() -> None:
         assert status.exit == 0
     finally:
         kill_quietly(grandchild)
+
+
+SUBREAPER_PROGRAM = """
+import ctypes, logging, sys
+import trio
+from trio_overseer import Cmd
+
+logging.basicConfig(level=logging.WARNING)
+PR_SET_CHILD_SUBREAPER = 36
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+async def main():
+    cmd = Cmd(sys.executable, CHILD, stop_timeout=0.5)
+    start = trio.current_time()
+    status = await cmd.run()
+    print("elapsed", trio.current_time() - start, flush=True)
+    print("exit", status.exit, flush=True)
+
+
+trio.run(main)
+"""
+
+
+async def test_dead_group_members_reparented_to_supervisor(tmp_path: Path) -> None:
+    # An overseer running as PID 1 of a container (or as a subreaper) inherits
+    # the orphans of its children.  Once SIGKILLed they are zombies of the
+    # supervisor itself: dead, and the group is gone for every purpose.
+    script = tmp_path / "subreaper.py"
+    script.write_text(f"CHILD = {SPAWN_GRANDCHILD_EXIT_0!r}\n" + SUBREAPER_PROGRAM)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    with trio.fail_after(T):
+        result = await trio.run_process(
+            [PY, str(script)], capture_stdout=True, capture_stderr=True, env=env, check=False
+        )
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, err
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    assert lines["exit"] == "0"
+    # stop_timeout 0.5 for the SIGTERM-ignoring grandchild, then SIGKILL
+    assert float(lines["elapsed"]) < 2.0, (out, err)
+    assert "survived SIGKILL" not in err, err
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
@@ -636,6 +701,60 @@ async def test_streaming_channels_close_when_fatal(tmp_path: Path) -> None:
     assert cmd.state is State.FATAL
     assert (out, err) == ([], [])
     assert status.exit == -1
+
+
+LINE_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=30)
+
+
+def match_chunks(chunks: list[str], lines: list[str], size: int) -> None:
+    """``chunks`` is, line by line, each line cut into pieces of <= ``size`` bytes."""
+    pos = 0
+    for line in lines:
+        if line == "":
+            assert chunks[pos] == "", (pos, chunks, lines)
+            pos += 1
+            continue
+        joined = ""
+        while joined != line:
+            assert pos < len(chunks), (chunks, lines)
+            chunk = chunks[pos]
+            assert chunk and 0 < len(chunk.encode()) <= size, (chunk, size)
+            joined += chunk
+            assert line.startswith(joined), (joined, line, chunks)
+            pos += 1
+    assert pos == len(chunks), (chunks, lines)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    # the leftover-process guard is per test, not per example: by design
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    lines=st.lists(st.tuples(LINE_TEXT, st.sampled_from(["\n", "\r\n"])), max_size=12),
+    tail=LINE_TEXT,
+    size=st.integers(min_value=4, max_value=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=6),
+)
+def test_streaming_property(
+    lines: list[tuple[str, str]], tail: str, size: int, cuts: list[int]
+) -> None:
+    data = ("".join(text + end for text, end in lines) + tail).encode()
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    writes = [data[a:b] for a, b in itertools.pairwise(bounds)]
+    expected = [text for text, _ in lines] + ([tail] if tail else [])
+
+    async def scenario() -> list[str]:
+        cmd = Cmd(PY, WRITE_BYTES(*writes, pause=0.005), streaming=True, line_buffer_size=size)
+        with trio.fail_after(T):
+            _, out, _ = await run_collect(cmd)
+        return out
+
+    out = trio.run(scenario)
+    match_chunks(out, expected, size)
+    if all(len(line.encode()) <= size for line in expected):
+        assert out == expected
 
 
 # --- buffered output ---------------------------------------------------------------

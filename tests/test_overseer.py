@@ -334,6 +334,51 @@ async def test_retry_after_fatal(tmp_path: Path) -> None:
     assert info.error is not None and "No such file or directory" in info.error
 
 
+async def test_stopped_proc_is_not_restarted() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER, retry_times=3)
+        with trio.fail_after(T):
+            async with trio.open_nursery() as nursery:
+                results: list[int] = []
+
+                async def supervise() -> None:
+                    results.append(await ovr.supervise("p"))
+
+                nursery.start_soon(supervise)
+                await ovr.wait_for_log("p", "ready")
+                ovr.stop("p")
+        info = ovr.status("p")
+    assert results == [-signal.SIGTERM]
+    assert (info.state, info.restarts) == (State.INTERRUPTED, 0)
+
+
+async def test_death_by_signal_is_restarted() -> None:
+    # signal() is not stop(): a proc that dies of it has failed and is restarted
+    rec = Recorder()
+    results: list[int] = []
+    with trio.fail_after(T):
+        async with trio.open_nursery() as outer, overseer() as ovr:
+            outer.start_soon(rec.pump, rec.watch_state(ovr))
+            ovr.add("p", PY, SLEEP_FOREVER, retry_times=1)
+            async with trio.open_nursery() as nursery:
+
+                async def supervise() -> None:
+                    results.append(await ovr.supervise("p"))
+
+                nursery.start_soon(supervise)
+                await ovr.wait_for_log("p", "ready")
+                ovr.signal("p", signal.SIGTERM)
+                await ovr.wait_for_state("p", State.STARTING)  # the restart
+                await ovr.wait_for_log("p", "ready")
+                ovr.stop("p")
+            assert ovr.status("p").restarts == 1
+    assert results == [-signal.SIGTERM]
+    assert split_runs(rec.states("p")) == [
+        [State.STARTING, State.RUNNING, State.INTERRUPTED],
+        [State.STARTING, State.RUNNING, State.STOPPING, State.INTERRUPTED],
+    ]
+
+
 async def test_delay_start_honoured() -> None:
     async with overseer() as ovr:
         ovr.add("p", PY, EXIT_0, delay_start=0.3)
@@ -781,6 +826,33 @@ async def test_wait_for_log() -> None:
             with pytest.raises(TimeoutError):
                 await ovr.wait_for_log("p", "never printed", timeout=0.2)
             ovr.stop_all()
+
+
+async def test_wait_for_log_sees_recent_tail() -> None:
+    lines = ["marker line", *(f"filler {i}" for i in range(150))]
+    async with overseer() as ovr:
+        ovr.add("p", PY, PRINT_THEN_SLEEP(*lines))
+        with trio.fail_after(T):
+            await ovr.start("p")
+            await ovr.wait_for_log("p", "^ready$")
+            msg = await ovr.wait_for_log("p", "^marker")
+            assert msg.text == "marker line"
+            ovr.stop("p")
+
+
+async def test_lines_published_before_final_state() -> None:
+    n = 5000
+    async with overseer() as ovr:
+        send, recv = trio.open_memory_channel[LogMsg](math.inf)
+        ovr.watch_logs(send)
+        ovr.add("p", PY, PRINT_LINES(n))
+        with trio.fail_after(T):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ovr.supervise, "p")
+                await ovr.wait_for_state("p", State.FINISHED)
+                # no checkpoint since the final state was announced
+                got, _ = drain(recv)
+    assert [m.text for m in got] == [str(i) for i in range(n)]
 
 
 async def test_wait_for_log_on_stderr() -> None:
