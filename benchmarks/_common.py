@@ -216,3 +216,27 @@ def skip(note: str) -> dict[str, Any]:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# -- helper processes (e.g. a supervisor's watchdog) ----------------------------
+
+
+def helper_pids(skip_comm: bytes = b"sleep") -> list[int]:
+    """Tagged live processes other than this one that are not the workload (`skip_comm`)."""
+    return [p for p in tagged_pids(tag()) if _read(f"/proc/{p}/comm").strip() != skip_comm]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU of another process (clock-tick resolution), 0.0 if gone."""
+    data = _read(f"/proc/{pid}/stat")
+    if not data:
+        return 0.0
+    fields = data[data.rfind(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kib(pid: int) -> int:
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith(b"VmRSS:"):
+            return int(line.split()[1])
+    return 0

@@ -80,7 +80,9 @@ def cli_available() -> str | None:
         try:
             r = subprocess.run(
                 [sys.executable, "-m", "trio_overseer", "start", "-c", str(cfg)],
-                capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
             return "the CLI did not exit within 30 s on a one-line config"
@@ -205,8 +207,13 @@ def launch_until_children(
         with open(err_path, "wb") as err:
             t0 = time.perf_counter()
             proc = subprocess.Popen(
-                argv, cwd=d, env=tagged_env(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                argv,
+                cwd=d,
+                env=tagged_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
             )
             elapsed = None
             seen = 0
@@ -218,8 +225,10 @@ def launch_until_children(
                 if proc.poll() is not None or time.perf_counter() - t0 > timeout:
                     break
                 time.sleep(0.005)
-            check.expect(elapsed is not None, f"only {seen} of {n} children appeared "
-                         f"(exit {proc.returncode}): {_tail(err_path)}")
+            check.expect(
+                elapsed is not None,
+                f"only {seen} of {n} children appeared (exit {proc.returncode}): {_tail(err_path)}",
+            )
             check.expect(seen == n, f"{seen} children, expected {n}")
             if proc.poll() is None:
                 time.sleep(settle)

@@ -22,20 +22,20 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse  # noqa: E402
-import datetime as _dt  # noqa: E402
-import importlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import datetime as _dt
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from typing import Any
 
-from benchmarks._common import (  # noqa: E402
+from benchmarks._common import (
     RESULT_MARK,
     TAG_VAR,
     describe,
@@ -44,7 +44,7 @@ from benchmarks._common import (  # noqa: E402
     tagged_pids,
     wait_gone,
 )
-from benchmarks._spec import Bench, Target, Variant, fmt  # noqa: E402
+from benchmarks._spec import Bench, Target, Variant, fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -64,8 +64,8 @@ class Measurement:
         self.variant = variant
         self.timeout = timeout
         self.tag = uuid.uuid4().hex
-        self._out = tempfile.TemporaryFile()
-        self._err = tempfile.TemporaryFile()
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
         env = dict(os.environ)
         env[TAG_VAR] = self.tag
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -179,8 +179,9 @@ class VariantRecord:
             "median": self.median(),
             "min": min(self.values) if self.values else None,
             "max": max(self.values) if self.values else None,
-            "extras": {k: {"values": xs, "median": statistics.median(xs)}
-                       for k, xs in self.extras.items()},
+            "extras": {
+                k: {"values": xs, "median": statistics.median(xs)} for k, xs in self.extras.items()
+            },
             "status": self.status(),
             "problems": self.problems,
             "skip": self.skip,
@@ -192,10 +193,7 @@ def run_bench(bench: Bench, rounds: int | None) -> dict[str, VariantRecord]:
     n_rounds = rounds or bench.rounds
     for r in range(n_rounds):
         order = bench.variants if r % 2 == 0 else list(reversed(bench.variants))
-        todo = [
-            v for v in order
-            if records[v.key].skip is None and r < (v.rounds or n_rounds)
-        ]
+        todo = [v for v in order if records[v.key].skip is None and r < (v.rounds or n_rounds)]
         if bench.parallel:
             batch = [Measurement(bench, v, bench.timeout) for v in todo]
             for m in batch:
@@ -219,8 +217,11 @@ def _record(records: dict[str, VariantRecord], m: Measurement, r: int) -> None:
         what = fmt(result.get("value"), m.bench.unit)
     wall = time.monotonic() - m.started
     del t0
-    print(f"  [{m.bench.name} r{r + 1}] {m.variant.label}: {what}  ({wall:.1f} s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"  [{m.bench.name} r{r + 1}] {m.variant.label}: {what}  ({wall:.1f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # -- targets and tables -----------------------------------------------------------
@@ -334,7 +335,10 @@ def _git_commit() -> str:
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT, capture_output=True, text=True, check=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
@@ -357,13 +361,22 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks",
         description="trio_overseer benchmarks: each against its baseline, in the same run.",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer rounds, smaller sizes (under a minute)")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds, smaller sizes (under a minute)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+    )
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
-    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json",
-                        help="where to write the JSON results (default: %(default)s)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS / "latest.json",
+        help="where to write the JSON results (default: %(default)s)",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
 
@@ -386,8 +399,10 @@ def main(argv: list[str] | None = None) -> int:
 
     raise_nofile()
     mode = "quick" if args.quick else "full"
-    print(f"trio_overseer benchmarks ({mode}), {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    print(
+        f"trio_overseer benchmarks ({mode}), {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
+        file=sys.stderr,
+    )
     started = time.monotonic()
     done: list[tuple[Bench, dict[str, VariantRecord]]] = []
     target_rows: list[dict[str, Any]] = []

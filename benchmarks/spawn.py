@@ -33,19 +33,37 @@ def plan(quick: bool) -> Bench:
         variants += [
             Variant(f"ovr{conc}", f"trio_overseer supervise, {mode}", "candidate", "m_ovr", p),
             Variant(f"trio{conc}", f"trio.run_process captured, {mode}", "baseline", "m_trio", p),
-            Variant(f"devnull{conc}", f"trio.run_process to /dev/null, {mode}", "info",
-                    "m_trio", {**p, "devnull": True}),
+            Variant(
+                f"devnull{conc}",
+                f"trio.run_process to /dev/null, {mode}",
+                "info",
+                "m_trio",
+                {**p, "devnull": True},
+            ),
         ]
     targets = []
     for conc in (1, 50):
         mode = "sequential" if conc == 1 else f"{conc} at a time"
         targets += [
-            Target(f"{mode}: throughput / run_process captured", f"ovr{conc}", f"trio{conc}",
-                   ">=", 1.0),
-            Target(f"{mode}: throughput / run_process captured", f"ovr{conc}", f"trio{conc}",
-                   ">=", 1.5, stretch=True),
-            Target(f"{mode}: parent CPU per spawn / run_process captured", f"ovr{conc}",
-                   f"trio{conc}", "info", 0.0, metric="cpu_us"),
+            Target(
+                f"{mode}: throughput / run_process captured", f"ovr{conc}", f"trio{conc}", ">=", 1.0
+            ),
+            Target(
+                f"{mode}: throughput / run_process captured",
+                f"ovr{conc}",
+                f"trio{conc}",
+                ">=",
+                1.5,
+                stretch=True,
+            ),
+            Target(
+                f"{mode}: parent CPU per spawn / run_process captured",
+                f"ovr{conc}",
+                f"trio{conc}",
+                "info",
+                0.0,
+                metric="cpu_us",
+            ),
         ]
     return Bench(
         name="spawn",
@@ -111,13 +129,19 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
     async def one(i: int) -> None:
         if devnull:
             r = await trio.run_process(
-                [TRUE], check=False, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [TRUE],
+                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         else:
             r = await trio.run_process(
-                [TRUE], check=False, stdin=subprocess.DEVNULL,
-                capture_stdout=True, capture_stderr=True,
+                [TRUE],
+                check=False,
+                stdin=subprocess.DEVNULL,
+                capture_stdout=True,
+                capture_stderr=True,
             )
         codes.append(r.returncode)
 

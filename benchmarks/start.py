@@ -35,10 +35,12 @@ def plan(quick: bool) -> Bench:
     p = {"n": N}
     outside = 1 if quick else 3
     variants = [
-        Variant("ovr_start", "trio_overseer open_overseer + start() each", "candidate",
-                "m_ovr_start", p),
-        Variant("ovr_all", "trio_overseer supervise_all + wait_for_state", "candidate",
-                "m_ovr_all", p),
+        Variant(
+            "ovr_start", "trio_overseer open_overseer + start() each", "candidate", "m_ovr_start", p
+        ),
+        Variant(
+            "ovr_all", "trio_overseer supervise_all + wait_for_state", "candidate", "m_ovr_all", p
+        ),
         Variant("trio", "raw Trio nursery.start(run_process) each", "baseline", "m_trio", p),
     ]
     for key, label, role in [
@@ -49,8 +51,9 @@ def plan(quick: bool) -> Bench:
         ("circus", "from launch: circus", "peer"),
         ("honcho", "from launch: honcho", "peer"),
     ]:
-        variants.append(Variant(key, label, role, "m_launch", {"n": N, "which": key},
-                                rounds=outside))
+        variants.append(
+            Variant(key, label, role, "m_launch", {"n": N, "which": key}, rounds=outside)
+        )
     targets = [
         Target("start() each / raw Trio", "ovr_start", "trio", "<=", 1.2),
         Target("supervise_all / raw Trio", "ovr_all", "trio", "<=", 1.2),
@@ -58,8 +61,9 @@ def plan(quick: bool) -> Bench:
     for subject in ("ovr-script", "cli"):
         for peer in ("supervisord", "circus", "honcho"):
             name = "script" if subject == "ovr-script" else "CLI"
-            targets.append(Target(f"from launch: trio_overseer {name} / {peer}", subject, peer,
-                                  "<", 1.0))
+            targets.append(
+                Target(f"from launch: trio_overseer {name} / {peer}", subject, peer, "<", 1.0)
+            )
     return Bench(
         name="start",
         title=f"start {N} sleepers until all are running",
@@ -145,11 +149,19 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
             t0 = time.perf_counter()
             for _ in range(n):
-                procs.append(await nursery.start(functools.partial(
-                    trio.run_process, ["sleep", SLEEP_SECONDS], check=False,
-                    stdin=subprocess.DEVNULL, capture_stdout=True, capture_stderr=True,
-                    process_group=0,
-                )))
+                procs.append(
+                    await nursery.start(
+                        functools.partial(
+                            trio.run_process,
+                            ["sleep", SLEEP_SECONDS],
+                            check=False,
+                            stdin=subprocess.DEVNULL,
+                            capture_stdout=True,
+                            capture_stderr=True,
+                            process_group=0,
+                        )
+                    )
+                )
             out["t"] = time.perf_counter() - t0
             check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended early")
             nursery.cancel_scope.cancel()

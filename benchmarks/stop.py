@@ -63,10 +63,14 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
                 await ovr.wait_for_state(id, *final, timeout=30)
             out["t"] = time.perf_counter() - t0
             infos = [ovr.status(id) for id in ids]
-            check.expect(all(i.state is State.INTERRUPTED for i in infos),
-                         f"states {sorted({i.state.value for i in infos})}")
-            check.expect(all(i.exit_code == -signal.SIGTERM for i in infos),
-                         f"exit codes {sorted({i.exit_code for i in infos})}")
+            check.expect(
+                all(i.state is State.INTERRUPTED for i in infos),
+                f"states {sorted({i.state.value for i in infos})}",
+            )
+            check.expect(
+                all(i.exit_code == -signal.SIGTERM for i in infos),
+                f"exit codes {sorted({i.exit_code for i in infos})}",
+            )
 
     trio.run(main)
     check.no_survivors()
@@ -84,10 +88,15 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
     async def main() -> None:
         try:
             for _ in range(n):
-                procs.append(await trio.lowlevel.open_process(
-                    ["sleep", "1000"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, process_group=0,
-                ))
+                procs.append(
+                    await trio.lowlevel.open_process(
+                        ["sleep", "1000"],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        process_group=0,
+                    )
+                )
             t0 = time.perf_counter()
             for proc in procs:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -32,12 +32,23 @@ def plan(quick: bool) -> Bench:
         unit="s",
         higher_is_better=False,
         variants=[
-            Variant("ovr", f"trio_overseer stop_all(), timeout {TIMEOUT:g} s", "candidate",
-                    "m_ovr", {"n": N, "timeout": TIMEOUT}),
+            Variant(
+                "ovr",
+                f"trio_overseer stop_all(), timeout {TIMEOUT:g} s",
+                "candidate",
+                "m_ovr",
+                {"n": N, "timeout": TIMEOUT},
+            ),
         ],
         targets=[
-            Target(f"time to reap all (timeout {TIMEOUT:g} s + 0.1 s)", "ovr", None, "<=",
-                   TIMEOUT + 0.1, unit="s"),
+            Target(
+                f"time to reap all (timeout {TIMEOUT:g} s + 0.1 s)",
+                "ovr",
+                None,
+                "<=",
+                TIMEOUT + 0.1,
+                unit="s",
+            ),
         ],
         rounds=2 if quick else 5,
     )
@@ -68,10 +79,14 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
                 await ovr.wait_for_state(id, *final, timeout=30)
             out["t"] = time.perf_counter() - t0
             infos = [ovr.status(id) for id in ids]
-            check.expect(all(i.state is State.INTERRUPTED for i in infos),
-                         f"states {sorted({i.state.value for i in infos})}")
-            check.expect(all(i.exit_code == -signal.SIGKILL for i in infos),
-                         f"exit codes {sorted({i.exit_code for i in infos})}")
+            check.expect(
+                all(i.state is State.INTERRUPTED for i in infos),
+                f"states {sorted({i.state.value for i in infos})}",
+            )
+            check.expect(
+                all(i.exit_code == -signal.SIGKILL for i in infos),
+                f"exit codes {sorted({i.exit_code for i in infos})}",
+            )
 
     trio.run(main)
     check.no_survivors()

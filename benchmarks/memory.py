@@ -1,0 +1,117 @@
+"""memory: the parent's resident memory with 1000 supervised sleepers.
+
+Candidate: ``open_overseer`` + ``start()`` of 1000 ``sleep`` children;
+baseline: a raw Trio nursery holding 1000 ``run_process`` sleepers (output
+captured, own process groups).  Each runs in its own worker process (which
+imports only what its side needs) and reads its own VmRSS from
+``/proc/self/status`` once all are running; the RSS before the first spawn
+(interpreter and imports) gives the cost per proc.  The soft limit of open
+files is raised to the hard limit (each proc holds 2 pipes and a pidfd).
+
+The two run at the same time.  The RSS of helper processes
+(trio_overseer's watchdog, if any) is reported beside it.  Checks: all
+running at the measurement, all gone afterwards, no survivor.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from benchmarks._common import Check, helper_pids, proc_rss_kib, raise_nofile, rss_kib
+from benchmarks._spec import Bench, Target, Variant
+
+
+def plan(quick: bool) -> Bench:
+    n = 300 if quick else 1000
+    p = {"n": n}
+    return Bench(
+        name="memory",
+        title=f"parent RSS with {n} supervised sleepers",
+        unit="MiB",
+        higher_is_better=False,
+        variants=[
+            Variant("ovr", "trio_overseer open_overseer + start()", "candidate", "m_ovr", p),
+            Variant("trio", "raw Trio nursery of run_process", "baseline", "m_trio", p),
+        ],
+        targets=[Target("RSS / raw Trio", "ovr", "trio", "<=", 1.3)],
+        rounds=1 if quick else 3,
+        parallel=True,
+        extras={
+            "per_proc_kib": ("per proc", "KiB"),
+            "base_mib": ("before spawning", "MiB"),
+            "helper_mib": ("helper processes", "MiB"),
+        },
+    )
+
+
+def _result(check: Check, base: int, rss: int, n: int) -> dict[str, Any]:
+    helper = sum(map(proc_rss_kib, helper_pids()))
+    return check.result(
+        rss / 1024, per_proc_kib=(rss - base) / n, base_mib=base / 1024, helper_mib=helper / 1024
+    )
+
+
+def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
+    import trio
+
+    import trio_overseer
+    from trio_overseer import State
+
+    raise_nofile()
+    n = p["n"]
+    check = Check()
+    out: dict[str, Any] = {}
+
+    async def main() -> None:
+        base = rss_kib()
+        async with trio_overseer.open_overseer() as ovr:
+            for i in range(n):
+                ovr.add(f"s{i}", "sleep", ["1000"])
+                await ovr.start(f"s{i}")
+            rss = rss_kib()
+            states = {ovr.status(f"s{i}").state for i in range(n)}
+            check.expect(states == {State.RUNNING}, f"states: {states}")
+            out["result"] = _result(check, base, rss, n)
+
+    trio.run(main)
+    check.no_survivors()
+    return out["result"]
+
+
+def m_trio(p: dict[str, Any]) -> dict[str, Any]:
+    import functools
+
+    import trio
+
+    raise_nofile()
+    n = p["n"]
+    check = Check()
+    out: dict[str, Any] = {}
+    procs: list[Any] = []
+
+    async def main() -> None:
+        base = rss_kib()
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                procs.append(
+                    await nursery.start(
+                        functools.partial(
+                            trio.run_process,
+                            ["sleep", "1000"],
+                            check=False,
+                            stdin=subprocess.DEVNULL,
+                            capture_stdout=True,
+                            capture_stderr=True,
+                            process_group=0,
+                        )
+                    )
+                )
+            rss = rss_kib()
+            check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended")
+            out["result"] = _result(check, base, rss, n)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    check.no_survivors()
+    return out["result"]
