@@ -442,6 +442,17 @@ async def test_cancelling_awaited_run() -> None:
     assert status.error == "signal: SIGKILL"
 
 
+async def test_cancelled_before_start() -> None:
+    cmd = Cmd(PY, SLEEP_FOREVER, stop_timeout=0.5)
+    with trio.fail_after(T), trio.CancelScope() as scope:
+        scope.cancel()
+        await cmd.run()
+    assert scope.cancelled_caught
+    assert not cmd.is_running_state()
+    pid = cmd.status().pid
+    assert pid == 0 or not pid_alive(pid)
+
+
 async def test_leader_exit_kills_rest_of_group() -> None:
     cmd = Cmd(PY, SPAWN_GRANDCHILD_EXIT_0, streaming=True, stop_timeout=0.5)
     with trio.fail_after(T):

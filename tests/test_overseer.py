@@ -176,6 +176,28 @@ def test_process_json_is_process_info() -> None:
     assert ProcessJSON is ProcessInfo
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"stop_timeout": -1.0}, {"backoff_base": -0.1}, {"backoff_max": -1.0}],
+    ids=str,
+)
+def test_bad_overseer_arguments(kwargs: dict[str, float]) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        Overseer(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"args": [1]}, {"stop_timeout": -1.0}, {"retry_times": -1}, {"delay_start": -1.0}],
+    ids=str,
+)
+def test_bad_add_arguments(kwargs: dict[str, Any]) -> None:
+    ovr = Overseer(handle_signals=False)
+    with pytest.raises((ValueError, TypeError)):
+        ovr.add("p", PY, **kwargs)
+    assert not ovr.has_proc("p")
+
+
 async def test_duplicate_id() -> None:
     async with overseer() as ovr:
         ovr.add("p", PY, EXIT_0)
@@ -377,6 +399,34 @@ async def test_death_by_signal_is_restarted() -> None:
         [State.STARTING, State.RUNNING, State.INTERRUPTED],
         [State.STARTING, State.RUNNING, State.STOPPING, State.INTERRUPTED],
     ]
+
+
+async def test_stop_during_delay_start_cancels_the_start() -> None:
+    rec = Recorder()
+    with trio.fail_after(T):
+        async with trio.open_nursery() as outer, overseer() as ovr:
+            outer.start_soon(rec.pump, rec.watch_state(ovr))
+            ovr.add("p", PY, EXIT_0, delay_start=30)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ovr.supervise, "p")
+                await trio.testing.wait_all_tasks_blocked()
+                stopped = trio.current_time()
+                ovr.stop("p")
+            assert trio.current_time() - stopped < 5  # not the 30 s delay
+    assert State.STARTING not in rec.states("p")
+
+
+async def test_block_exit_during_delay_start() -> None:
+    with trio.fail_after(T):
+        start = trio.current_time()
+        async with overseer() as ovr:
+            ovr.add("p", PY, EXIT_0, delay_start=30)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ovr.start, "p")
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+        assert trio.current_time() - start < 5
+    assert ovr.status("p").pid == 0
 
 
 async def test_delay_start_honoured() -> None:

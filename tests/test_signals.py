@@ -19,12 +19,15 @@ import attrs
 import pytest
 import trio
 from children import (
+    EXIT_42,
     IGNORE_SIGTERM,
     PY,
     TRAP_SIGTERM_WRITE,
     Lines,
     pid_alive,
 )
+
+import trio_overseer
 
 T = 20
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,3 +235,16 @@ async def test_supervise_all_second_signal_kills(tmp_path: Path, sig: signal.Sig
         assert f"state {id} interrupted {pids[list(children).index(id)]} signal: SIGKILL" in (
             prog.out.lines
         ), prog.out.lines
+
+
+async def test_handle_signals_outside_main_thread_is_ignored() -> None:
+    # handle_signals=True (the default) in a worker thread: no signal
+    # handling there, and no error either.
+    async def in_thread() -> int:
+        async with trio_overseer.open_overseer(stop_timeout=1.0) as ovr:
+            ovr.add("p", PY, EXIT_42)
+            return await ovr.supervise("p")
+
+    with trio.fail_after(T):
+        result = await trio.to_thread.run_sync(trio.run, in_thread)
+    assert result == 42
