@@ -1,8 +1,11 @@
 """spawn: start and reap N ``/bin/true``, one at a time and 50 at a time.
 
-Candidate: ``Overseer.supervise`` (one ``add`` + ``supervise`` per process,
-so each process is registered, started, its output pipes read, its exit
-awaited and its state published).  Baseline: ``trio.run_process`` with its
+Candidate: ``Overseer.supervise`` inside an ``open_overseer`` block (one
+``add`` + ``supervise`` per process, so each process is registered, started,
+its output pipes read, its exit awaited and its state published).  An extra
+row does the same with a bare ``Overseer()`` (no block), where every
+``supervise`` that ends the last supervision also shuts the Overseer's
+machinery down.  Baseline: ``trio.run_process`` with its
 output captured (the same job by hand: spawn, read stdout/stderr, reap); an
 extra row shows ``trio.run_process`` with output to /dev/null.
 
@@ -31,7 +34,9 @@ def plan(quick: bool) -> Bench:
         mode = "sequential" if conc == 1 else f"{conc} at a time"
         p = {"n": n, "conc": conc}
         variants += [
-            Variant(f"ovr{conc}", f"trio_overseer supervise, {mode}", "candidate", "m_ovr", p),
+            Variant(
+                f"ovr{conc}", f"trio_overseer supervise in a block, {mode}", "candidate", "m_ovr", p
+            ),
             Variant(f"trio{conc}", f"trio.run_process captured, {mode}", "baseline", "m_trio", p),
             Variant(
                 f"devnull{conc}",
@@ -41,6 +46,16 @@ def plan(quick: bool) -> Bench:
                 {**p, "devnull": True},
             ),
         ]
+    variants.insert(
+        1,
+        Variant(
+            "bare1",
+            "trio_overseer supervise, bare Overseer(), sequential",
+            "info",
+            "m_ovr",
+            {"n": n, "conc": 1, "bare": True},
+        ),
+    )
     targets = []
     for conc in (1, 50):
         mode = "sequential" if conc == 1 else f"{conc} at a time"
@@ -72,7 +87,7 @@ def plan(quick: bool) -> Bench:
         higher_is_better=True,
         variants=variants,
         targets=targets,
-        rounds=3 if quick else 5,
+        rounds=2 if quick else 5,
         extras={"cpu_us": ("parent CPU/spawn", "µs")},
     )
 
@@ -96,18 +111,23 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
 
     import trio_overseer
 
-    n, conc = p["n"], p["conc"]
+    n, conc, bare = p["n"], p["conc"], p.get("bare", False)
     check = Check()
     codes: list[int] = []
 
-    async def main() -> None:
-        ovr = trio_overseer.Overseer()
-
+    async def run(ovr: trio_overseer.Overseer) -> None:
         async def one(i: int) -> None:
             ovr.add(f"t{i}", TRUE)
             codes.append(await ovr.supervise(f"t{i}"))
 
         await _workers(n, conc, one)
+
+    async def main() -> None:
+        if bare:
+            await run(trio_overseer.Overseer())
+        else:
+            async with trio_overseer.open_overseer() as ovr:
+                await run(ovr)
 
     t0, c0 = time.perf_counter(), cpu_seconds()
     trio.run(main)
