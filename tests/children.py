@@ -442,7 +442,8 @@ class Lines:
         while not self.closed:
             await self._changed.wait()
 
-    async def pump_channel(self, channel: trio.abc.ReceiveChannel[str]) -> None:
+    async def pump_channel(self, channel: trio.abc.ReceiveChannel[str] | None) -> None:
+        assert channel is not None, "not a streaming Cmd"
         async with channel:
             async for line in channel:
                 self.add(line)

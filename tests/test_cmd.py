@@ -698,6 +698,7 @@ async def test_streaming_channels_close_after_end_without_reader() -> None:
     cmd = Cmd(PY, PRINT_BOTH(3), streaming=True)
     with trio.fail_after(T):
         status = await cmd.run()
+        assert cmd.stdout is not None and cmd.stderr is not None
         out = [line async for line in cmd.stdout]
         err = [line async for line in cmd.stderr]
     assert status.exit == 0
