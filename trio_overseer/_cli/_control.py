@@ -120,7 +120,9 @@ def bind_control_socket(path: str) -> tuple[socket.socket, tuple[int, int]]:
                 f"another trio-overseer is running with control socket {path}; "
                 "stop it first (trio-overseer stop --all) or use --socket PATH"
             )
-        logger.info("removing stale control socket %s", path)
+        logger.warning(
+            "replacing stale control socket %s (left by a run that ended abruptly)", path
+        )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
