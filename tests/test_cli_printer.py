@@ -1,0 +1,225 @@
+"""The pieces of the command-line tool that need no process: formatting and parsing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trio_overseer import STDERR, STDOUT, LogMsg, ProcessInfo, State
+from trio_overseer._cli._client import format_status, log_msg, summary
+from trio_overseer._cli._control import RequestError, _peer_uid, parse_signal
+from trio_overseer._cli._printer import (
+    Printer,
+    describe_state,
+    log_dict,
+    state_dict,
+    uniform_runs,
+    want_colour,
+)
+
+TS = 1_700_000_000.25
+HHMMSS = time.strftime("%H:%M:%S", time.localtime(TS))
+
+
+def info(id: str = "web", state: State = State.RUNNING, **changes: object) -> ProcessInfo:
+    fields: dict[str, object] = {
+        "id": id,
+        "group": "",
+        "cmd": "python3 -m http.server",
+        "dir": "",
+        "pid": 4242,
+        "state": state,
+        "exit_code": -1,
+        "error": None,
+        "start_time": TS,
+        "delay_start": 0.0,
+        "retry_times": 5,
+    }
+    fields.update(changes)
+    return ProcessInfo(**fields)  # type: ignore[arg-type]
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+# --- human lines --------------------------------------------------------------------
+
+
+def test_lines_are_prefixed_with_time_and_padded_id() -> None:
+    printer = Printer(["web", "worker"])
+    batch = (LogMsg("web", STDOUT, "one", TS), LogMsg("web", STDOUT, "two", TS))
+    assert printer.lines(batch) == f"{HHMMSS} web     | one\n{HHMMSS} web     | two\n"
+    assert printer.lines((LogMsg("worker", STDERR, "oops", TS),)) == f"{HHMMSS} worker !| oops\n"
+    assert printer.lines(()) == ""
+
+
+def test_mixed_batches_get_each_line_its_own_prefix() -> None:
+    printer = Printer(["a", "b"])
+    batch = (
+        LogMsg("a", STDOUT, "1", TS),
+        LogMsg("b", STDOUT, "2", TS),
+        LogMsg("b", STDERR, "3", TS),
+        LogMsg("b", STDERR, "4", TS),
+    )
+    assert printer.lines(batch) == (
+        f"{HHMMSS} a  | 1\n{HHMMSS} b  | 2\n{HHMMSS} b !| 3\n{HHMMSS} b !| 4\n"
+    )
+    assert [len(run) for run in uniform_runs(batch)] == [1, 1, 2]
+    assert uniform_runs(batch[2:]) == [batch[2:]]  # one run: returned as is
+
+
+def test_the_time_prefix_follows_the_clock() -> None:
+    printer = Printer(["a"])
+    later = TS + 3600
+    printer.lines((LogMsg("a", STDOUT, "x", TS),))
+    text = printer.lines((LogMsg("a", STDOUT, "y", later),))
+    assert text == time.strftime("%H:%M:%S", time.localtime(later)) + " a  | y\n"
+
+
+@pytest.mark.parametrize(
+    ("state_info", "previous", "text"),
+    [
+        (info(), None, "running (pid 4242)"),
+        (info(state=State.STOPPING), State.RUNNING, "stopping"),
+        (info(state=State.FINISHED, exit_code=0), State.RUNNING, "exited 0"),
+        (
+            info(state=State.FINISHED, exit_code=1, restarts=1, restart_in=0.4),
+            State.RUNNING,
+            "exited 1, restart 2/5 in 0.4 s",
+        ),
+        (
+            info(state=State.FINISHED, exit_code=1, restarts=0, restart_in=0.057),
+            State.RUNNING,
+            "exited 1, restart 1/5 in 0.06 s",
+        ),
+        (
+            info(state=State.INTERRUPTED, exit_code=-15, error="signal: SIGTERM"),
+            State.STOPPING,
+            "stopped (signal: SIGTERM)",
+        ),
+        (
+            info(state=State.INTERRUPTED, exit_code=-9, error="signal: SIGKILL"),
+            State.RUNNING,
+            "killed (signal: SIGKILL)",
+        ),
+        (
+            info(state=State.FATAL, pid=0, error="cannot start 'x': No such file or directory"),
+            State.STARTING,
+            "fatal: cannot start 'x': No such file or directory",
+        ),
+        (info(state=State.STARTING), State.INITIAL, None),
+    ],
+)
+def test_state_changes_in_words(
+    state_info: ProcessInfo, previous: State | None, text: str | None
+) -> None:
+    assert describe_state(state_info, previous) == text
+
+
+def test_state_lines() -> None:
+    printer = Printer(["web", "db"])
+    assert printer.state(info(state=State.STARTING), TS) == ""
+    assert printer.state(info(), TS) == f"{HHMMSS} web  | running (pid 4242)\n"
+    printer.state(info(state=State.STOPPING), TS)
+    stopped = info(state=State.INTERRUPTED, exit_code=-15, error="signal: SIGTERM")
+    assert printer.state(stopped, TS) == f"{HHMMSS} web  | stopped (signal: SIGTERM)\n"
+
+
+# --- colour ----------------------------------------------------------------------------
+
+
+def test_colour_per_proc_on_a_terminal() -> None:
+    printer = Printer(["a", "b"], colour=True)
+    a = printer.lines((LogMsg("a", STDOUT, "x", TS),))
+    b = printer.lines((LogMsg("b", STDERR, "y", TS),))
+    assert "\x1b[36ma  " in a and a.endswith("x\n")
+    assert "\x1b[33mb " in b and "\x1b[1;31m!" in b  # stderr mark in red
+    assert "\x1b[" in printer.state(info("a"), TS)
+    # An id the printer was not told about still gets a colour.
+    assert "\x1b[" in printer.lines((LogMsg("new", STDOUT, "z", TS),))
+
+
+def test_want_colour() -> None:
+    tty, pipe = FakeTTY(), io.StringIO()
+    assert want_colour(tty, environ={})
+    assert not want_colour(pipe, environ={})
+    assert not want_colour(tty, environ={"NO_COLOR": "1"})
+    assert want_colour(tty, environ={"NO_COLOR": ""})  # set but empty: no effect (no-color.org)
+    assert not want_colour(tty, environ={"TERM": "dumb"})
+    assert not want_colour(tty, choice="never", environ={})
+    assert want_colour(pipe, choice="always", environ={"NO_COLOR": "1"})
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+@given(st.text(), st.sampled_from([STDOUT, STDERR]))
+def test_json_lines_round_trip(text: str, kind: int) -> None:
+    printer = Printer(["web"], json_lines=True)
+    msgs = (LogMsg("web", kind, text, TS), LogMsg("web", kind, text + "!", TS))
+    lines = printer.lines(msgs).splitlines()
+    assert [json.loads(line) for line in lines] == [log_dict(m) for m in msgs]
+    assert [log_msg(json.loads(line)) for line in lines] == list(msgs)
+
+
+def test_json_state() -> None:
+    printer = Printer(["web"], json_lines=True)
+    ended = info(state=State.FINISHED, exit_code=1, restarts=2, restart_in=1.5)
+    data = json.loads(printer.state(ended, TS))
+    assert data == {**ended.to_dict(), "kind": "state", "restarts": 2, "restartIn": 1.5, "ts": TS}
+    assert state_dict(info())["restartIn"] is None
+
+
+# --- control: parsing and client formatting ------------------------------------------------
+
+
+def test_parse_signal() -> None:
+    for value in ("TERM", "SIGTERM", "term", " sigterm ", 15, "15"):
+        assert parse_signal(value) == signal.SIGTERM
+    assert parse_signal("usr1") == signal.SIGUSR1
+    for bad in ("NOPE", 0, 999, "", None, 1.5, True, [15]):
+        with pytest.raises(RequestError):
+            parse_signal(bad)
+
+
+def test_status_table() -> None:
+    rows = [
+        {**state_dict(info()), "uptime": 3725.0},
+        {
+            **state_dict(info("db", State.FINISHED, exit_code=1, restarts=1, restart_in=2.0)),
+            "uptime": None,
+            "group": "data",
+        },
+        {
+            **state_dict(info("x", State.INTERRUPTED, exit_code=-15, error="signal: SIGTERM")),
+            "uptime": None,
+            "retryTimes": 0,
+        },
+    ]
+    assert format_status(rows).splitlines() == [
+        "ID   GROUP  STATE                      PID   UPTIME  RESTARTS  EXIT",
+        "web  -      running                    4242  1h02m   0/5       -",
+        "db   data   finished, restart in 2.0s  -     -       1/5       1",
+        "x    -      interrupted                -     -       0         -15 (signal: SIGTERM)",
+    ]
+    assert summary(rows[0]) == "running (pid 4242)"
+    assert summary(rows[1]) == "exited 1"
+    assert summary(rows[2]) == "stopped (signal: SIGTERM)"
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="Linux only")
+async def test_peer_uid_is_read_from_the_socket() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        assert _peer_uid(trio.socket.from_stdlib_socket(left)) == os.getuid()
