@@ -65,7 +65,7 @@ class _Slot:
 
     spec: ProcSpec
     done: trio.Event = attrs.field(factory=_set_event)  # set while not supervised
-    stop_requested: bool = False  # stopped by `stop`: its end is no failure
+    stop_requested: bool = False  # stopped by `stop` while supervised: its end is no failure
 
 
 class Instance:
@@ -264,7 +264,8 @@ class Instance:
     async def stop(self, id: str) -> dict[str, Any]:
         """Stop `id` for good (no restart) and wait until it has ended."""
         slot = self.check_id(id)
-        slot.stop_requested = True
+        if not slot.done.is_set():  # a run that already failed stays a failure
+            slot.stop_requested = True
         self.ovr.stop(id)
         with trio.move_on_after(self._limit(slot)):
             await slot.done.wait()
@@ -273,7 +274,8 @@ class Instance:
     async def stop_all(self) -> list[dict[str, Any]]:
         """Stop every proc (the instance then ends) and wait until all have ended."""
         for slot in self._slots.values():
-            slot.stop_requested = True
+            if not slot.done.is_set():
+                slot.stop_requested = True
         self._stop_everything()
         limit = max(map(self._limit, self._slots.values()))
         with trio.move_on_after(limit):
