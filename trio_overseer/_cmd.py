@@ -45,6 +45,7 @@ from ._sweep import TAG_VAR, Scanner
 logger = logging.getLogger("trio_overseer")
 
 _READ_SIZE = 1 << 16
+_TAG_KEY = TAG_VAR.encode()
 _DRAIN_GRACE = 1.0  # seconds to reach EOF once the group is gone
 _KILL_WAIT = 5.0  # seconds for SIGKILLed processes to disappear before giving up
 _POLL_MIN, _POLL_MAX = 0.001, 0.05  # backoff of the group-gone check (no event exists)
@@ -247,10 +248,16 @@ class Cmd:
         self._tag_prefix = tag_prefix
         self._scanner = scanner
 
-    def _child_env(self) -> dict[str, str]:
-        """The child's environment: `env` (or ours) plus the run's tag."""
-        env = dict(os.environ) if self.env is None else dict(self.env)
-        env[TAG_VAR] = self._tag
+    def _child_env(self) -> dict[bytes, bytes]:
+        """The child's environment: `env` (or ours) plus the run's tag.
+
+        Built as bytes: `Popen` would encode every variable of a str mapping.
+        """
+        if self.env is None:
+            env = dict(os.environb)
+        else:
+            env = {os.fsencode(k): os.fsencode(v) for k, v in self.env.items()}
+        env[_TAG_KEY] = self._tag.encode()
         return env
 
     # -- control -------------------------------------------------------------

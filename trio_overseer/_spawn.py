@@ -110,7 +110,7 @@ def spawn(
     argv: Sequence[str],
     *,
     cwd: str | None,
-    env: Mapping[str, str] | None,
+    env: Mapping[bytes, bytes] | None,
     capture: bool,
 ) -> tuple[ChildProcess, trio.lowlevel.FdStream | None, trio.lowlevel.FdStream | None]:
     """Start `argv` as the leader of a new process group, stdin from /dev/null.

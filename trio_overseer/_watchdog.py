@@ -5,7 +5,8 @@ elsewhere: a small Python process, started once per Overseer, reads the
 process groups of the running procs from a pipe.  When the pipe reaches EOF
 without a goodbye (the parent died, however), it SIGKILLs those groups and
 every process carrying the Overseer's tag (see `_sweep`), then exits.  Cost
-per spawn: one small write to a pipe.  The watchdog ignores SIGINT, SIGTERM
+per spawn: nothing where /proc exists (the tag finds them), else one small
+write to a pipe.  The watchdog ignores SIGINT, SIGTERM
 and SIGHUP and runs in its own session, so a Ctrl+C meant for the parent does
 not disarm it.
 """
@@ -24,6 +25,11 @@ from ._spawn import ChildProcess
 from ._sweep import TAG_VAR
 
 logger = logging.getLogger("trio_overseer")
+
+# Where /proc shows environments, the watchdog finds every process by its tag,
+# so groups need not be sent: a write that wakes the watchdog at each spawn
+# costs more wall time than the spawn itself on a busy machine.
+_BY_TAG = os.path.isdir("/proc/self")
 
 _SCRIPT = r"""
 import os, signal, sys
@@ -118,11 +124,13 @@ class Watchdog:
 
     def register(self, pgid: int) -> None:
         """A process group to kill if this process dies."""
-        self._send(b"+%d\n" % pgid)
+        if not _BY_TAG:
+            self._send(b"+%d\n" % pgid)
 
     def unregister(self, pgid: int) -> None:
         """That group is gone."""
-        self._send(b"-%d\n" % pgid)
+        if not _BY_TAG:
+            self._send(b"-%d\n" % pgid)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
