@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -352,14 +352,18 @@ def _message(
         what += f" after {info.restarts} restart{'s' if info.restarts > 1 else ''}"
     pending = [p for p in probes if not p.held] or probes
     waiting = "; ".join(f"{p.what} ({p.seen})" if p.seen else p.what for p in pending)
-    return f"{what}: still waiting for {waiting}\n{format_tail(list(ovr._procs[id].tail))}"
+    return f"{what}: still waiting for {waiting}\n{format_tail(ovr._procs[id].tail)}"
 
 
-def format_tail(lines: list[LogMsg], count: int = _TAIL) -> str:
-    """The last `count` lines of output, for error messages and reports."""
+def format_tail(lines: Sequence[LogMsg], count: int = _TAIL) -> str:
+    """The last `count` lines of output, with a heading, for error messages."""
     if not lines:
         return "it printed nothing"
-    shown = lines[-count:]
+    shown = list(lines)[-count:]
     head = f"its last {len(shown)} lines of output:" if len(lines) > count else "its output:"
-    body = "\n".join(f"  {'out' if m.type == STDOUT else 'err'}| {m.text}" for m in shown)
-    return f"{head}\n{body}"
+    return f"{head}\n{format_lines(shown)}"
+
+
+def format_lines(lines: Iterable[LogMsg]) -> str:
+    """Lines of output as ``  out| text`` / ``  err| text``, one a line."""
+    return "\n".join(f"  {'out' if m.type == STDOUT else 'err'}| {m.text}" for m in lines)

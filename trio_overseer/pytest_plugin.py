@@ -1,19 +1,468 @@
-"""pytest plugin: an `overseer` fixture whose processes cannot outlive the test.
+"""pytest plugin: Overseer fixtures whose processes cannot outlive the test.
 
-Registered by the ``pytest11`` entry point; needs pytest-trio for async tests.
+Registered by the ``pytest11`` entry point.  Two fixtures:
+
+- `overseer` (function scope, async; needs pytest-trio): an open Overseer.
+  At teardown every proc is stopped; then the test FAILS, naming the
+  process, if any process a proc started is still alive (say, a daemon
+  that escaped its process group when its proc ended) or was left a zombie.
+  Such processes are killed.  When the test fails, the last lines of every
+  proc's output are attached to the report.
+- `overseer_session` (session scope, sync): a `SessionOverseer`, an
+  Overseer running for the whole session in a loop of its own, for procs
+  started once for many tests (a database); see there.
+
+Leftovers are found by the tag every child carries in its environment
+(``TRIO_OVERSEER_TAG``, inherited by every descendant, see ``_sweep``), by
+the process group of each run, and by ``/proc/<pid>/stat`` for zombies.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import math
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
+from typing import Any, TypeVar
 
 import pytest
+import trio
 
+from ._errors import ProcRunningError, UnknownProcError
 from ._overseer import Overseer, open_overseer
+from ._ready import format_lines
+from ._records import LogMsg, ProcessInfo
+from ._state import FINAL_STATES, State
+from ._sweep import TAG_VAR, scan
+
+T = TypeVar("T")
+
+_STOP_TIMEOUT = 2.0  # seconds from the stop signal to SIGKILL, in the fixtures
+_SETTLE = 10.0  # bound of the wait for stopped procs to end before the checks
+_INI_LINES = "overseer_output_lines"
+_WATCHER = pytest.StashKey["_Watcher"]()
+_REPORTED = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        _INI_LINES,
+        "lines of output kept per proc of the overseer fixture, shown when a test fails",
+        type="int",
+        default=50,
+    )
+
+
+# -- what a test's procs did -------------------------------------------------------
+
+
+class _Watcher:
+    """Follows one Overseer: the last lines of each proc, the pid and tag of each run."""
+
+    def __init__(self, ovr: Overseer, keep: int) -> None:
+        self.ovr = ovr
+        self.keep = keep
+        self.output: dict[str, deque[LogMsg]] = {}
+        self.pids: dict[int, str] = {}  # pid of each run -> proc id
+        self.tags: dict[str, str] = {}  # tag of each run -> proc id
+
+    def follow(self, nursery: trio.Nursery) -> None:
+        """Subscribe; the tasks end when the Overseer closes the channels."""
+        logs_in, logs = trio.open_memory_channel[tuple[LogMsg, ...]](math.inf)
+        states_in, states = trio.open_memory_channel[ProcessInfo](math.inf)
+        self.ovr.watch_logs(logs_in, batched=True)
+        self.ovr.watch_state(states_in)
+        nursery.start_soon(self._follow_logs, logs)
+        nursery.start_soon(self._follow_states, states)
+
+    async def _follow_logs(self, logs: trio.MemoryReceiveChannel[tuple[LogMsg, ...]]) -> None:
+        async for batch in logs:
+            for msg in batch:
+                lines = self.output.get(msg.id)
+                if lines is None:
+                    lines = self.output[msg.id] = deque(maxlen=self.keep)
+                lines.append(msg)
+
+    async def _follow_states(self, states: trio.MemoryReceiveChannel[ProcessInfo]) -> None:
+        async for info in states:
+            if info.pid:
+                self.pids[info.pid] = info.id
+            self.note_tags()
+
+    def note_tags(self) -> None:
+        # The tag of the current run of each proc.  ProcessInfo does not carry
+        # it, so it is read off the proc record while the run is current.
+        for id in self.ovr.list_all():
+            tag = getattr(self.ovr._procs[id].cmd, "_tag", "")
+            if tag:
+                self.tags[tag] = id
+
+    async def stop_and_settle(self) -> None:
+        """Stop every proc and wait (bounded) until none runs."""
+        self.ovr.stop_all()
+        with trio.move_on_after(_SETTLE):
+            for id in self.ovr.list_all():
+                await self.ovr.wait_for_state(id, State.INITIAL, *FINAL_STATES)
+        self.note_tags()
+
+    def leftovers(self) -> dict[int, str]:
+        """Live processes started by the procs: pid -> which proc."""
+        found: dict[int, str] = {}
+        token = getattr(self.ovr, "_token", "")
+        if token:
+            prefix = f"{token}.".encode()
+            for pid in scan({prefix}).get(prefix, []):
+                if _state(pid) not in (None, "Z", "X"):
+                    found[pid] = self._owner(pid)
+        for leader, id in self.pids.items():
+            for pid in _group_members(leader):
+                found.setdefault(pid, f"proc {id!r}")
+        return found
+
+    def zombies(self) -> dict[int, str]:
+        """Runs of the procs that ended but were never reaped: pid -> which proc."""
+        me = os.getpid()
+        return {
+            pid: f"proc {id!r}"
+            for pid, id in self.pids.items()
+            if _state(pid) == "Z" and _parent(pid) == me
+        }
+
+    def _owner(self, pid: int) -> str:
+        tag = _tag_of(pid)
+        id = self.tags.get(tag) if tag else None
+        return f"proc {id!r}" if id is not None else "a proc"
+
+    def sections(self) -> list[tuple[str, str]]:
+        """Report sections: the last lines of each proc."""
+        return [
+            (f"overseer output: proc {id!r} (last {self.keep} lines)", format_lines(lines))
+            for id, lines in sorted(self.output.items())
+        ]
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _stat(pid: int) -> list[str]:
+    data = _read(f"/proc/{pid}/stat")
+    return data.rpartition(b")")[2].decode().split() if data else []
+
+
+def _state(pid: int) -> str | None:
+    """The one-letter state of `pid` ("Z": zombie), or None if gone (or no /proc)."""
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else None
+
+
+def _tag_of(pid: int) -> str | None:
+    environ = _read(f"/proc/{pid}/environ") or b""
+    for entry in environ.split(b"\0"):
+        name, _, value = entry.partition(b"=")
+        if name == TAG_VAR.encode():
+            return value.decode(errors="replace")
+    return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid` (the group itself without /proc)."""
+    try:
+        os.killpg(pgid, 0)
+    except OSError:  # no such group, or not ours (the pid was reused)
+        return []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return [pgid]
+    members = []
+    for name in names:
+        if name.isdigit():
+            fields = _stat(int(name))
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(name))
+    return members
+
+
+def _describe(pid: int) -> str:
+    cmdline = (_read(f"/proc/{pid}/cmdline") or b"").replace(b"\0", b" ").strip()
+    text = cmdline.decode(errors="replace")
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return f"pid {pid} ({text or '?'})"
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+async def _checked(
+    watcher: _Watcher, close: Callable[[], Awaitable[None]], what: str
+) -> list[str]:
+    """Stop everything, then list the processes left behind (killing them)."""
+    await watcher.stop_and_settle()
+    # Before the Overseer's own sweep kills them, and while they can be described.
+    escaped = {pid: f"{_describe(pid)} of {who}" for pid, who in watcher.leftovers().items()}
+    await close()
+    survived = {
+        pid: f"{_describe(pid)} of {who}"
+        for pid, who in watcher.leftovers().items()
+        if pid not in escaped
+    }
+    zombies = watcher.zombies()
+    for pid in [*escaped, *survived]:
+        _kill(pid)
+    for pid in zombies:
+        _reap(pid)
+    problems = [f"{text}: still running after its proc ended" for text in escaped.values()]
+    problems += [f"{text}: survived the overseer's cleanup" for text in survived.values()]
+    problems += [f"pid {pid} of {who}: a zombie, never reaped" for pid, who in zombies.items()]
+    if not problems:
+        return []
+    return [
+        f"{what}: processes outlived their procs (now killed):",
+        *(f"  {line}" for line in problems),
+        "A proc must not leave processes behind: run servers in the foreground, "
+        "and make a proc end its children before it exits.",
+    ]
+
+
+# -- the function fixture ------------------------------------------------------------
 
 
 @pytest.fixture
-async def overseer() -> AsyncIterator[Overseer]:
-    """An open Overseer for one test; every proc is stopped and reaped at teardown."""
-    async with open_overseer(handle_signals=False, stop_timeout=2.0) as ovr:
+async def overseer(request: pytest.FixtureRequest) -> AsyncIterator[Overseer]:
+    """An open Overseer for one test; nothing it started may outlive the test.
+
+    At teardown every proc is stopped (SIGKILL after 2 s) and reaped; the
+    test then fails, naming the process, if a process started by a proc is
+    still alive (it escaped its process group: a daemon, ``setsid``) or is a
+    zombie; such processes are killed.  When the test fails, the last lines
+    of each proc's output (ini option ``overseer_output_lines``, 50) are
+    attached to the report.
+    """
+    keep = int(request.config.getini(_INI_LINES))
+    async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
+        block = open_overseer(handle_signals=False, stop_timeout=_STOP_TIMEOUT)
+        ovr = await stack.enter_async_context(block)
+        watcher = request.node.stash[_WATCHER] = _Watcher(ovr, keep)
+        watcher.follow(nursery)
         yield ovr
+        problems = await _checked(watcher, stack.aclose, "overseer fixture")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    watcher = item.stash.get(_WATCHER, None)
+    if watcher is not None and report.failed and not item.stash.get(_REPORTED, False):
+        item.stash[_REPORTED] = True
+        report.sections.extend(watcher.sections())
+    return report
+
+
+# -- the session fixture --------------------------------------------------------------
+
+
+class SessionOverseer:
+    """An Overseer that lives for the whole test session, driven from sync code.
+
+    Trio cannot keep a loop alive across tests (pytest-trio gives each test
+    its own `trio.run`), so this Overseer runs its own loop in a thread: the
+    thread exists only because a Trio loop has to live somewhere for the whole
+    session; all the waiting happens in that loop.  Use it from sync fixtures
+    (from a trio test, the blocking calls would block the test's loop: call
+    them with `trio.to_thread.run_sync`)::
+
+        @pytest.fixture(scope="session")
+        def db(overseer_session):
+            return overseer_session.start("db", "postgres", [...], ready_port=5432)
+
+        @pytest.fixture(scope="module")
+        def cache(overseer_session):
+            with overseer_session.running("cache", "redis-server", ready_port=6379) as info:
+                yield info
+
+    Procs are stopped at the end of the session, and the session fixture
+    then fails (an error of the last test) if any of their processes was
+    left behind.  A `ready_check` predicate runs in the session's loop.
+    """
+
+    def __init__(self, *, stop_timeout: float = _STOP_TIMEOUT, keep: int = 50) -> None:
+        self._stop_timeout = stop_timeout
+        self._keep = keep
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._ovr: Overseer | None = None
+        self._watcher: _Watcher | None = None
+        self._closing: trio.Event | None = None
+        self._opened = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._crash: BaseException | None = None
+        self.problems: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<SessionOverseer {self._ovr!r}>"
+
+    # -- life ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start the loop and open the Overseer (blocks until it is open)."""
+        if self._thread is not None:
+            raise RuntimeError("SessionOverseer.open() was already called")
+        # daemon: if the interpreter dies without close(), the Overseer's
+        # watchdog ends the procs.
+        self._thread = threading.Thread(target=self._main, name="overseer_session", daemon=True)
+        self._thread.start()
+        self._opened.wait()
+        if self._crash is not None:
+            raise RuntimeError("the session overseer could not start") from self._crash
+
+    def close(self) -> list[str]:
+        """Stop every proc, close the Overseer, end the loop; return what leaked."""
+        if self._thread is None:
+            return []
+        if self._token is not None and self._closing is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._closing.set, trio_token=self._token)
+        self._thread.join()
+        self._thread = None
+        if self._crash is not None:
+            raise RuntimeError("the session overseer crashed") from self._crash
+        return self.problems
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:
+            self._crash = exc
+        finally:
+            self._opened.set()
+
+    async def _serve(self) -> None:
+        self._closing = trio.Event()
+        async with trio.open_nursery() as nursery:
+            block = open_overseer(handle_signals=False, stop_timeout=self._stop_timeout)
+            async with contextlib.AsyncExitStack() as stack:
+                ovr = await stack.enter_async_context(block)
+                self._ovr = ovr
+                self._watcher = watcher = _Watcher(ovr, self._keep)
+                watcher.follow(nursery)
+                self._token = trio.lowlevel.current_trio_token()
+                self._opened.set()
+                await self._closing.wait()
+                self.problems = await _checked(watcher, stack.aclose, "overseer_session")
+
+    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if self._token is None or self._thread is None:
+            raise RuntimeError("the session overseer is not open")
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    @property
+    def _overseer(self) -> Overseer:
+        assert self._ovr is not None
+        return self._ovr
+
+    # -- procs --------------------------------------------------------------------
+
+    def start(self, id: str, exec: str, args: Sequence[str] = (), **options: Any) -> ProcessInfo:
+        """Register and start a proc; return once it is ready (the ``ready_*`` options).
+
+        `options` are those of `Overseer.add`.
+
+        Raises:
+          NotReadyError: it did not become ready (it was stopped, and unregistered).
+          ProcExistsError: `id` is already registered.
+        """
+        return self._call(self._start, id, exec, args, options)
+
+    async def _start(
+        self, id: str, exec: str, args: Sequence[str], options: dict[str, Any]
+    ) -> ProcessInfo:
+        ovr = self._overseer
+        ovr.add(id, exec, args, **options)
+        try:
+            return await ovr.start(id)
+        except BaseException:
+            with contextlib.suppress(ProcRunningError, UnknownProcError):
+                ovr.remove(id)
+            raise
+
+    def stop(self, id: str) -> ProcessInfo:
+        """Stop the proc, wait for its end and unregister it; return its last info."""
+        return self._call(self._stop, id)
+
+    async def _stop(self, id: str) -> ProcessInfo:
+        ovr = self._overseer
+        supervision = ovr._procs[id].done if ovr.has_proc(id) else None
+        ovr.stop(id)  # UnknownProcError for an unknown id
+        if supervision is not None:
+            await supervision.wait()
+        info = ovr.status(id)
+        ovr.remove(id)
+        return info
+
+    @contextlib.contextmanager
+    def running(
+        self, id: str, exec: str, args: Sequence[str] = (), **options: Any
+    ) -> Iterator[ProcessInfo]:
+        """`start` on entry, `stop` on exit: a proc for a module or a class."""
+        info = self.start(id, exec, args, **options)
+        try:
+            yield info
+        finally:
+            self.stop(id)
+
+    def status(self, id: str) -> ProcessInfo:
+        """The proc's current `ProcessInfo`."""
+        return self._call(self._status, id)
+
+    async def _status(self, id: str) -> ProcessInfo:
+        return self._overseer.status(id)
+
+    def output(self, id: str) -> list[LogMsg]:
+        """The last lines of the proc's output (``overseer_output_lines``)."""
+        return self._call(self._output, id)
+
+    async def _output(self, id: str) -> list[LogMsg]:
+        assert self._watcher is not None
+        self._overseer.status(id)  # UnknownProcError for an unknown id
+        return list(self._watcher.output.get(id, ()))
+
+    def run(self, fn: Callable[[Overseer], Awaitable[T]]) -> T:
+        """Run ``await fn(overseer)`` in the session's loop and return its result."""
+        return self._call(fn, self._overseer)
+
+
+@pytest.fixture(scope="session")
+def overseer_session(request: pytest.FixtureRequest) -> Iterator[SessionOverseer]:
+    """A `SessionOverseer` for procs shared by many tests; stopped at session end."""
+    session = SessionOverseer(keep=int(request.config.getini(_INI_LINES)))
+    session.open()
+    try:
+        yield session
+    finally:
+        problems = session.close()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
