@@ -163,7 +163,20 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 
 def group_exists(pgid: int) -> bool:
-    """Whether any process is left in the group `pgid`."""
+    """Whether any process is left in the group `pgid`.
+
+    Members that are our own zombies are reaped first: when this process is
+    a subreaper (or PID 1 of a container) the orphans of its children are its
+    children, and a dead one would otherwise count as a member forever.  Call
+    only after the group's leader was reaped, so its `Popen` keeps its status.
+    """
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
     return signal_group(pgid, 0)
 
 
