@@ -863,15 +863,9 @@ def test_random_programs(program: Program) -> None:
     assert _fd_count() == fds, f"fds: {fds} before, {_fd_count()} after"
 
 
-# --- bugs found by the random programs, as plain tests -------------------------------------
+# --- bugs found by the random programs (fixed), as plain tests -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: stop() during a pending restart ends the supervision only at the next "
-    "checkpoint and publishes nothing, so remove() right after it (or after "
-    "wait_for_state(final), which returns at once) raises ProcRunningError",
-)
 async def test_remove_after_stop_during_backoff() -> None:
     async with open_overseer(handle_signals=False, backoff_base=5.0) as ovr:
         ovr.add("p", PY, EXIT_1, retry_times=3)
@@ -886,11 +880,6 @@ async def test_remove_after_stop_during_backoff() -> None:
         ovr.remove("p")  # "stop it and wait for it to end before remove()": done both
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a second supervision of a proc that already ran counts its first run "
-    "as a restart (ProcessInfo.restarts == 1) and gets retry_times - 1 restarts",
-)
 async def test_second_supervision_gets_the_whole_retry_budget() -> None:
     async with open_overseer(handle_signals=False, backoff_base=0.01) as ovr:
         send, recv = trio.open_memory_channel[ProcessInfo](math.inf)

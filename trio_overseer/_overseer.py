@@ -420,23 +420,29 @@ class Overseer:
         self, rec: _Proc, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> int:
         rec.began = True
+        token = rec.done  # this supervision; stop() may end it before this task wakes
         reported = False
         exit_code = -1
         try:
             delay = rec.cmd.delay_start
+            first = True
             while True:
                 # The last run's final state stays visible during the wait.
                 if delay > 0 and not rec.stop_requested:
-                    with trio.CancelScope() as rec.wait_scope:
+                    with trio.CancelScope() as scope:
+                        rec.wait_scope = scope
                         await trio.sleep(delay)
-                    rec.wait_scope = None
-                if rec.stop_requested:
+                    if rec.wait_scope is scope:
+                        rec.wait_scope = None
+                if rec.stop_requested or rec.done is not token:
                     break
                 if rec.cmd.is_initial_state():
                     cmd = rec.cmd
                 else:
-                    rec.restarts += 1
                     cmd = self._renew(rec)
+                if not first:
+                    rec.restarts += 1
+                first = False
                 if reported:
                     status = await cmd.run()
                 else:
@@ -447,7 +453,8 @@ class Overseer:
                     break
                 delay = rec.restart_in
         finally:
-            self._release(rec)
+            if rec.done is token and rec.supervising:
+                self._release(rec)
         if not reported:
             task_status.started()
         return exit_code
@@ -536,8 +543,9 @@ class Overseer:
         if rec.supervising:
             rec.stop_requested = True
             rec.restart_in = None
-            if rec.wait_scope is not None:
+            if rec.wait_scope is not None:  # between runs: nothing to wait for
                 rec.wait_scope.cancel()
+                self._release(rec)
         if kill:
             rec.cmd.kill()
         else:
