@@ -41,7 +41,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
-import pytest
 import trio
 import trio.testing
 from children import EXIT_1, PY, TAG_VAR, describe, my_zombies, pid_alive, tagged_pids
@@ -863,7 +862,7 @@ def test_random_programs(program: Program) -> None:
     assert _fd_count() == fds, f"fds: {fds} before, {_fd_count()} after"
 
 
-# --- bugs found by the random programs (fixed), as plain tests -------------------------------------
+# --- bugs found by the random programs (fixed), as plain tests ---
 
 
 async def test_remove_after_stop_during_backoff() -> None:

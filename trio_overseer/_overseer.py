@@ -436,10 +436,7 @@ class Overseer:
                         rec.wait_scope = None
                 if rec.stop_requested or rec.done is not token:
                     break
-                if rec.cmd.is_initial_state():
-                    cmd = rec.cmd
-                else:
-                    cmd = self._renew(rec)
+                cmd = rec.cmd if rec.cmd.is_initial_state() else self._renew(rec)
                 if not first:
                     rec.restarts += 1
                 first = False
