@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -166,6 +167,42 @@ async def test_ready_url_below_500(statuses: list[int]) -> None:
         assert answered == [f"answered {s} /health?x=1" for s in statuses]
 
 
+def HTTPS_SERVER(port: int, cert: Path, key: Path) -> list[str]:
+    """Answer every GET with 204 over TLS, with a self-signed certificate."""
+    return python(
+        f"""
+        import ssl
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                print("answered", self.path, flush=True)
+                self.send_response(204)
+                self.end_headers()
+            def log_message(self, *args):
+                pass
+        server = HTTPServer(("127.0.0.1", {port}), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain({str(cert)!r}, {str(key)!r})
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.serve_forever()
+        """
+    )
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_ready_url_https_self_signed(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    new_cert = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"]
+    new_cert += ["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=x"]
+    await trio.run_process([*new_cert, "-keyout", str(key), "-out", str(cert)], capture_stderr=True)
+    port = free_port()
+    async with overseer() as ovr:
+        url = f"https://127.0.0.1:{port}/ready"
+        ovr.add("tls", PY, HTTPS_SERVER(port, cert, key), ready_url=url)
+        await ovr.start("tls")
+        assert await ovr.wait_for_log("tls", "^answered /ready$", timeout=T)
+
+
 @pytest.mark.parametrize("unix_socket", [False, True], ids=["file", "unix-socket"])
 async def test_ready_path(tmp_path: Path, unix_socket: bool) -> None:
     path = tmp_path / "srv.sock"
@@ -315,6 +352,24 @@ async def test_restart_may_become_ready(tmp_path: Path) -> None:
         ovr.add("p", PY, READY_ON_RUN(tmp_path / "n", 2), retry_times=3, ready_line="^ready")
         info = await ovr.start("p")
         assert (info.state, info.restarts) == (State.RUNNING, 1)
+
+
+async def test_probes_holding_between_runs_do_not_count(tmp_path: Path) -> None:
+    calls = 0
+
+    async def check() -> bool:
+        # The first call holds only once the first run has ended (and a
+        # restart is pending): the check must be passed again by the next run.
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await ovr.wait_for_state("p", State.FINISHED)
+        return True
+
+    async with overseer() as ovr:
+        ovr.add("p", PY, READY_ON_RUN(tmp_path / "n", 2), retry_times=1, ready_check=check)
+        info = await ovr.start("p")
+        assert (info.state, info.restarts, calls) == (State.RUNNING, 1, 2)
 
 
 async def test_restarts_exhausted_fails(tmp_path: Path) -> None:
