@@ -30,7 +30,7 @@ __all__ = ["TAIL_LINES", "Dispatcher", "Follower"]
 
 TAIL_LINES = 1000  # recent lines kept per proc for `logs`
 _FOLLOW_BUFFER = 1024  # batches a `logs -f` client may fall behind before it is cut off
-_MAX_ITEMS = 4096  # messages per write, to bound the latency of the first one
+_MAX_WRITE = 1 << 20  # characters per write: bounds memory and the first line's latency
 
 
 class Follower:
@@ -85,8 +85,13 @@ class Dispatcher:
                         break
                     self._drained = trio.Event()
                     parts = []
-                    for _ in range(_MAX_ITEMS):
-                        parts.append(self._handle(item))
+                    size = 0
+                    while True:
+                        part = self._handle(item)
+                        parts.append(part)
+                        size += len(part)
+                        if size >= _MAX_WRITE:
+                            break
                         try:
                             item = receive.receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):

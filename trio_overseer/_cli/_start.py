@@ -17,8 +17,9 @@ server says goodbye, the Overseer block closes the subscriber channel, and
 the dispatcher prints what is left.
 
 Exit status: 130 after SIGINT, SIGTERM or SIGHUP; 141 when stdout was
-closed (the procs are stopped as for Ctrl+C); otherwise 0 when every proc
-ended with exit code 0 or was stopped on request (`stop`), else 1.
+closed (the procs are stopped as for Ctrl+C); 2 when the Overseer refused a
+proc (nothing ran); otherwise 0 when every proc ended with exit code 0 or was
+stopped on request (`stop` while it was supervised), else 1.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ from ._control import ControlServer, RequestError
 from ._dispatch import Dispatcher
 from ._printer import Printer, state_dict
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "Instance"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Instance"]
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+EXIT_USAGE = 2
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _LIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 _REACHED = frozenset({State.RUNNING, State.FATAL, State.FINISHED, State.INTERRUPTED})
@@ -91,6 +93,7 @@ class Instance:
         self._stopping = False  # everything is being stopped: start nothing more
         self._ended_by: int | None = None  # the signal that stopped everything
         self._stdout_gone = False
+        self._setup_failed = False  # a proc was refused by Overseer.add: nothing ran
 
     @property
     def ovr(self) -> Overseer:
@@ -116,18 +119,23 @@ class Instance:
             self._ovr = ovr
             for slot in self._slots.values():
                 spec = slot.spec
-                ovr.add(
-                    spec.id,
-                    spec.argv[0],
-                    spec.argv[1:],
-                    group=spec.group,
-                    dir=spec.cwd,
-                    env={**os.environ, **spec.env} if spec.env else None,
-                    delay_start=spec.delay,
-                    retry_times=spec.retry,
-                    stop_signal=spec.stop_signal,
-                    stop_timeout=spec.stop_timeout,
-                )
+                try:
+                    ovr.add(
+                        spec.id,
+                        spec.argv[0],
+                        spec.argv[1:],
+                        group=spec.group,
+                        dir=spec.cwd,
+                        env={**os.environ, **spec.env} if spec.env else None,
+                        delay_start=spec.delay,
+                        retry_times=spec.retry,
+                        stop_signal=spec.stop_signal,
+                        stop_timeout=spec.stop_timeout,
+                    )
+                except (TypeError, ValueError) as exc:  # what the config layer let through
+                    self._say(f"{spec.source}: {exc}")
+                    self._setup_failed = True
+                    return
             ovr.watch_state(send)
             ovr.watch_logs(send, batched=True)
             async with trio.open_nursery() as services:
@@ -221,6 +229,8 @@ class Instance:
 
     def exit_status(self) -> int:
         """The exit status the run ended with (see the module docs)."""
+        if self._setup_failed:
+            return EXIT_USAGE
         if self._stdout_gone:
             return EXIT_BROKEN_PIPE
         if self._ended_by is not None:
