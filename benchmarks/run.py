@@ -328,6 +328,32 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compare_table(old: dict[str, Any], new: dict[str, Any], old_path: Path) -> str:
+    """Markdown: each variant's median now against `old` (a results file)."""
+    lines = [
+        f"Compared with {old_path} ({old['meta'].get('mode')} run of {old['meta'].get('when')}, "
+        f"commit {old['meta'].get('commit')}):",
+        "",
+        "| benchmark | variant | before | now | change |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for name, bench in new["benchmarks"].items():
+        before = old["benchmarks"].get(name, {}).get("variants", {})
+        for key, var in bench["variants"].items():
+            was = before.get(key, {}).get("median")
+            now = var["median"]
+            if was is None or now is None:
+                continue
+            change = (now / was - 1) * 100
+            better = change > 0 if bench["higher_is_better"] else change < 0
+            mark = "better" if better else "worse"
+            lines.append(
+                f"| {name} | {var['label']} | {fmt(was, bench['unit'])} | "
+                f"{fmt(now, bench['unit'])} | {change:+.0f}% ({mark}) |"
+            )
+    return "\n".join(lines)
+
+
 # -- main -------------------------------------------------------------------------------
 
 
@@ -378,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the JSON results (default: %(default)s)",
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OLD.json",
+        help="after the run, compare each median with an earlier results file",
+    )
     args = parser.parse_args(argv)
 
     names = list(BENCHMARKS)
@@ -460,8 +492,14 @@ def main(argv: list[str] | None = None) -> int:
         "failed": failed,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2) + "\n"
+    args.output.write_text(text)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (args.output.parent / f"{stamp}-{mode}.json").write_text(text)
     print(f"\nresults written to {args.output}", file=sys.stderr)
+    if args.compare:
+        print()
+        print(compare_table(json.loads(args.compare.read_text()), report, args.compare))
     if failed:
         print(f"FAILED correctness checks: {', '.join(failed)}", file=sys.stderr)
         return 1
