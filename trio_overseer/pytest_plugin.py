@@ -38,7 +38,7 @@ from ._records import LogMsg, ProcessInfo
 from ._state import FINAL_STATES, State
 from ._sweep import TAG_VAR, scan
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 _STOP_TIMEOUT = 2.0  # seconds from the stop signal to SIGKILL, in the fixtures
 _SETTLE = 10.0  # bound of the wait for stopped procs to end before the checks
@@ -51,8 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         _INI_LINES,
         "lines of output kept per proc of the overseer fixture, shown when a test fails",
-        type="int",
-        default=50,
+        default="50",  # type="int" needs pytest 8.4
     )
 
 
@@ -214,22 +213,23 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-async def _checked(
-    watcher: _Watcher, close: Callable[[], Awaitable[None]], what: str
-) -> list[str]:
+async def _checked(watcher: _Watcher, close: Callable[[], Awaitable[None]], what: str) -> list[str]:
     """Stop everything, then list the processes left behind (killing them)."""
     await watcher.stop_and_settle()
     # Before the Overseer's own sweep kills them, and while they can be described.
     escaped = {pid: f"{_describe(pid)} of {who}" for pid, who in watcher.leftovers().items()}
+    tags = {pid: _tag_of(pid) for pid in escaped}
     await close()
     survived = {
         pid: f"{_describe(pid)} of {who}"
         for pid, who in watcher.leftovers().items()
         if pid not in escaped
     }
+    tags.update((pid, _tag_of(pid)) for pid in survived)
     zombies = watcher.zombies()
     for pid in [*escaped, *survived]:
-        _kill(pid)
+        if _tag_of(pid) == tags.get(pid):  # still the process found (not a reused pid)
+            _kill(pid)
     for pid in zombies:
         _reap(pid)
     problems = [f"{text}: still running after its proc ended" for text in escaped.values()]
@@ -374,7 +374,7 @@ class SessionOverseer:
                 await self._closing.wait()
                 self.problems = await _checked(watcher, stack.aclose, "overseer_session")
 
-    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def _call(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         if self._token is None or self._thread is None:
             raise RuntimeError("the session overseer is not open")
         return trio.from_thread.run(fn, *args, trio_token=self._token)
@@ -450,7 +450,7 @@ class SessionOverseer:
         self._overseer.status(id)  # UnknownProcError for an unknown id
         return list(self._watcher.output.get(id, ()))
 
-    def run(self, fn: Callable[[Overseer], Awaitable[T]]) -> T:
+    def run(self, fn: Callable[[Overseer], Awaitable[_T]]) -> _T:
         """Run ``await fn(overseer)`` in the session's loop and return its result."""
         return self._call(fn, self._overseer)
 
