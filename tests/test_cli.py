@@ -187,20 +187,29 @@ async def test_config_error_refuses_to_start(
     tmp_path: Path, name: str, text: str, expected: list[str]
 ) -> None:
     write_text(tmp_path, name, text)
+    rc, out, err = await run(tmp_path, "start", "-c", name)
+    assert (rc, out) == (2, ""), err
+    for part in expected:
+        assert part in err, (part, err)
+    assert "nothing was started" in err
+
+
+async def test_check_gives_the_same_diagnosis(tmp_path: Path) -> None:
+    write_text(tmp_path, "overseer.yml", "web:\n  cmd: x\n  retyr: 3\ndb:\n  cmd: [1]\n")
     results: dict[str, tuple[int, str, str]] = {}
 
     async def go(command: str) -> None:
-        results[command] = await run(tmp_path, command, "-c", name)
+        results[command] = await run(tmp_path, command)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(go, "start")
         nursery.start_soon(go, "check")
-    for command, (rc, out, err) in results.items():
-        assert rc == 2, (command, err)
-        assert out == "", command
-        for part in expected:
-            assert part in err, (command, part, err)
-    assert "nothing was started" in results["start"][2]
+    (start_rc, _, start_err), (check_rc, check_out, check_err) = results["start"], results["check"]
+    assert (start_rc, check_rc, check_out) == (2, 2, "")
+    problems = check_err.splitlines()
+    assert len(problems) == 2
+    assert "proc 'web': field 'retyr'" in problems[0] and "proc 'db': field 'cmd'" in problems[1]
+    assert start_err.splitlines()[:2] == problems
 
 
 async def test_missing_config_file(tmp_path: Path) -> None:
