@@ -364,6 +364,8 @@ class Overseer:
         rec = self._get(id)
         if rec.supervising:
             raise ProcRunningError(f"proc {id!r} is already being supervised")
+        if not rec.cmd.is_initial_state():
+            self._renew(rec)  # a new supervision shows a fresh run, not the last one's end
         rec.supervising = True
         rec.began = False
         rec.stop_requested = False

@@ -163,12 +163,13 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 
 def group_exists(pgid: int) -> bool:
-    """Whether any process is left in the group `pgid`.
+    """Whether any living process is left in the group `pgid`.
 
-    Members that are our own zombies are reaped first: when this process is
-    a subreaper (or PID 1 of a container) the orphans of its children are its
-    children, and a dead one would otherwise count as a member forever.  Call
-    only after the group's leader was reaped, so its `Popen` keeps its status.
+    Zombies do not count: they are dead, only not yet reaped.  Our own are
+    reaped here (when this process is a subreaper, or PID 1 of a container,
+    the orphans of its children are its children); others wait for their
+    parent, often init, which may take its time.  Call only after the
+    group's leader was reaped, so its `Popen` keeps its status.
     """
     while True:
         try:
@@ -177,7 +178,30 @@ def group_exists(pgid: int) -> bool:
             break
         if pid == 0:
             break
-    return signal_group(pgid, 0)
+    if not signal_group(pgid, 0):
+        return False
+    return _living_member(pgid)
+
+
+def _living_member(pgid: int) -> bool:
+    """Whether /proc shows a member of `pgid` that is not a zombie (True without /proc)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return not os.path.isdir("/proc/self")
 
 
 def signal_name(sig: int) -> str:
