@@ -1,6 +1,7 @@
 """trio_overseer: supervise child processes with Trio's structured concurrency.
 
-The public API is exactly the names re-exported here; see API.md / README.md.
+The public API is exactly the names re-exported here: those of docs/api.md,
+plus the documented extensions (`NotReadyError`).
 """
 
 from ._cmd import Cmd as Cmd
@@ -11,6 +12,7 @@ from ._errors import ProcRunningError as ProcRunningError
 from ._errors import UnknownProcError as UnknownProcError
 from ._overseer import Overseer as Overseer
 from ._overseer import open_overseer as open_overseer
+from ._ready import NotReadyError as NotReadyError
 from ._records import STDERR as STDERR
 from ._records import STDOUT as STDOUT
 from ._records import LogMsg as LogMsg
@@ -26,6 +28,7 @@ __all__ = [
     "Cmd",
     "CmdAlreadyStartedError",
     "LogMsg",
+    "NotReadyError",
     "Overseer",
     "OverseerError",
     "ProcExistsError",
@@ -50,6 +53,7 @@ for _obj in (
     Overseer,
     open_overseer,
     LogMsg,
+    NotReadyError,
     ProcessInfo,
     State,
     Status,

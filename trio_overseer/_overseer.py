@@ -508,12 +508,17 @@ class Overseer:
     async def start(self, id: str) -> ProcessInfo:
         """Supervise the proc in the Overseer's nursery; return once it runs (or is fatal).
 
-        Cancellation: if cancelled before the process runs, it is not started.
+        With ``ready_*`` options (see `add`), return only once the proc is ready.
+
+        Cancellation: if cancelled before the process runs, it is not started;
+        if cancelled while waiting for readiness, the proc is stopped.
 
         Raises:
           OverseerError: the Overseer is not open (use ``async with open_overseer()``).
           UnknownProcError: `id` is not registered.
           ProcRunningError: it is already being supervised.
+          NotReadyError: it ended, or `ready_timeout` passed, before it was ready
+            (it is stopped before this is raised).
         """
         nursery = self._nursery
         if nursery is None:
