@@ -23,6 +23,12 @@ from typing import Any
 
 TAG_VAR = "TRIO_OVERSEER_BENCH_TAG"
 RESULT_MARK = "BENCH-RESULT "
+ROUND_VAR = "TRIO_OVERSEER_BENCH_ROUND"  # 1 for the first round of a variant
+
+
+def first_round() -> bool:
+    """Whether this measurement is its variant's first (for once-per-variant checks)."""
+    return os.environ.get(ROUND_VAR, "1") == "1"
 
 
 def tag() -> str:
@@ -158,6 +164,12 @@ class SleeperCounter:
 def cpu_seconds() -> float:
     """User + system CPU of this process (all its threads) so far."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU of this process's reaped children (and theirs) so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
 

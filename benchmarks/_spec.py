@@ -76,6 +76,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.3f} s"
     if unit == "ms":
         return f"{value:.1f} ms"
+    if unit == "ns":
+        return f"{value:.0f} ns"
     if unit == "µs":
         return f"{value:.0f} µs"
     if unit == "MiB":

@@ -37,6 +37,7 @@ from typing import Any
 
 from benchmarks._common import (
     RESULT_MARK,
+    ROUND_VAR,
     TAG_VAR,
     describe,
     kill_all,
@@ -59,7 +60,7 @@ BENCHMARKS = ("spawn", "start", "stop", "stop_timeout", "logs", "cli", "idle", "
 class Measurement:
     """A worker process measuring one variant once."""
 
-    def __init__(self, bench: Bench, variant: Variant, timeout: float) -> None:
+    def __init__(self, bench: Bench, variant: Variant, timeout: float, round_no: int) -> None:
         self.bench = bench
         self.variant = variant
         self.timeout = timeout
@@ -70,6 +71,7 @@ class Measurement:
         env[TAG_VAR] = self.tag
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env[ROUND_VAR] = str(round_no + 1)
         argv = [
             sys.executable,
             "-m",
@@ -195,12 +197,12 @@ def run_bench(bench: Bench, rounds: int | None) -> dict[str, VariantRecord]:
         order = bench.variants if r % 2 == 0 else list(reversed(bench.variants))
         todo = [v for v in order if records[v.key].skip is None and r < (v.rounds or n_rounds)]
         if bench.parallel:
-            batch = [Measurement(bench, v, bench.timeout) for v in todo]
+            batch = [Measurement(bench, v, bench.timeout, r) for v in todo]
             for m in batch:
                 _record(records, m, r)
         else:
             for v in todo:
-                _record(records, Measurement(bench, v, bench.timeout), r)
+                _record(records, Measurement(bench, v, bench.timeout, r), r)
     return records
 
 
