@@ -1,0 +1,220 @@
+"""Leak scenarios: a program starts misbehaving children, then ends in some way.
+
+Used by test_leaks.py (trio_overseer must leave nothing behind), and runnable
+as a script that prints, for each scenario, how many processes survive with
+raw ``trio.run_process`` ("before") and with trio_overseer ("after")::
+
+    python tests/leak_scenarios.py
+
+Each scenario runs a program (`PROGRAM`) in a subprocess. Every process it
+starts carries ``LEAK_MARK=<mark>:<kind>`` in its environment, inherited by all
+descendants, so survivors are counted by scanning ``/proc/*/environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+#: The children: what each one does, and how many processes it makes.
+KINDS: dict[str, tuple[str, int]] = {
+    "sleeper": ("import time; time.sleep(600)", 1),
+    "grandchild ignoring SIGTERM in the group": (
+        "import os, signal, time\n"
+        "if os.fork() == 0:\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "    time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "time.sleep(600)\n",
+        2,
+    ),
+    "double-forked grandchild": (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "time.sleep(600)\n",
+        2,
+    ),
+    "setsid grandchild": (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "time.sleep(600)\n",
+        2,
+    ),
+    "child ignoring SIGTERM": (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+        1,
+    ),
+    "child closing its stdout": ("import os, time; os.close(1); os.close(2); time.sleep(600)", 1),
+}
+
+EXPECTED = sum(n for _, n in KINDS.values())
+
+#: How the program ends: in its own body, or by a signal the test sends.
+INTERNAL_WAYS = ["normal end", "exception", "cancellation", "KeyboardInterrupt"]
+SIGNAL_WAYS = {"SIGTERM": signal.SIGTERM, "SIGHUP": signal.SIGHUP, "SIGINT": signal.SIGINT}
+WAYS = [*INTERNAL_WAYS, *SIGNAL_WAYS, "SIGKILL"]
+
+PROGRAM = r"""
+import os, sys, time, trio
+from functools import partial
+
+MODE, WAY, MARK = sys.argv[1:4]
+KINDS = eval(sys.argv[4])
+EXPECTED = sum(n for _, n in KINDS.values())
+
+
+def marked() -> int:
+    count = 0
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if f"LEAK_MARK={MARK}:".encode() in f.read():
+                    count += 1
+        except OSError:
+            pass
+    return count
+
+
+async def all_up() -> None:
+    with trio.fail_after(20):
+        while marked() < EXPECTED:
+            await trio.sleep(0.02)
+    print("ready", flush=True)
+
+
+async def end_in_body(scope: trio.CancelScope) -> None:
+    if WAY == "normal end":
+        return
+    if WAY == "exception":
+        raise RuntimeError("boom")
+    if WAY == "cancellation":
+        scope.cancel()
+        await trio.sleep_forever()
+    if WAY == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    await trio.sleep_forever()  # a signal from outside ends it
+
+
+def env(kind: str) -> dict[str, str]:
+    return {**os.environ, "LEAK_MARK": f"{MARK}:{kind}"}
+
+
+async def overseer() -> None:
+    from trio_overseer import open_overseer
+
+    with trio.CancelScope() as scope:
+        async with open_overseer(stop_timeout=0.5) as ovr:
+            for kind, (code, _) in KINDS.items():
+                ovr.add(kind, sys.executable, ["-c", code], env=env(kind))
+                await ovr.start(kind)
+            await all_up()
+            await end_in_body(scope)
+
+
+async def raw() -> None:
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            for kind, (code, _) in KINDS.items():
+                nursery.start_soon(partial(trio.run_process, [sys.executable, "-c", code], env=env(kind)))
+            await all_up()
+            await end_in_body(scope)
+            nursery.cancel_scope.cancel()
+
+
+try:
+    trio.run(overseer if MODE == "overseer" else raw)
+except (RuntimeError, KeyboardInterrupt):
+    pass
+"""
+
+
+def marked_alive(mark: str) -> list[int]:
+    """Living (not zombie) processes carrying `mark`."""
+    pids = []
+    needle = f"LEAK_MARK={mark}:".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle not in f.read():
+                    continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2 :][:1] != b"Z":
+            pids.append(int(name))
+    return pids
+
+
+def survivors_after(mark: str, grace: float) -> list[int]:
+    """The marked processes still alive once `grace` seconds have passed with some alive."""
+    deadline = time.monotonic() + grace
+    while (alive := marked_alive(mark)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return alive
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_scenario(mode: str, way: str, *, grace: float = 2.0) -> list[int]:
+    """Run one scenario; return the pids that survived it (after killing them)."""
+    mark = uuid.uuid4().hex
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(here)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PROGRAM, mode, way, mark, repr(KINDS)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"{mode}/{way}: the program did not get ready: {line!r}")
+        if way in SIGNAL_WAYS:
+            proc.send_signal(SIGNAL_WAYS[way])
+        elif way == "SIGKILL":
+            proc.kill()
+        proc.wait(timeout=30)
+        return survivors_after(mark, grace)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        kill_all(marked_alive(mark))
+
+
+def main() -> None:
+    print(f"{EXPECTED} processes per scenario ({', '.join(KINDS)})")
+    print("| the program ends by | raw trio.run_process | trio_overseer |")
+    print("| --- | --- | --- |")
+    for way in WAYS:
+        before = len(run_scenario("raw", way, grace=6.0))
+        after = len(run_scenario("overseer", way))
+        print(f"| {way} | {before} survive | {after} survive |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
