@@ -13,6 +13,7 @@ descendants, so survivors are counted by scanning ``/proc/*/environ``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -126,7 +127,8 @@ async def raw() -> None:
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             for kind, (code, _) in KINDS.items():
-                nursery.start_soon(partial(trio.run_process, [sys.executable, "-c", code], env=env(kind)))
+                argv = [sys.executable, "-c", code]
+                nursery.start_soon(partial(trio.run_process, argv, env=env(kind)))
             await all_up()
             await end_in_body(scope)
             nursery.cancel_scope.cancel()
@@ -169,10 +171,8 @@ def survivors_after(mark: str, grace: float) -> list[int]:
 
 def kill_all(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def run_scenario(mode: str, way: str, *, grace: float = 2.0) -> list[int]:
