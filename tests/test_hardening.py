@@ -41,12 +41,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
-from children import EXIT_1, PY, TAG_VAR, describe, my_zombies, pid_alive, tagged_pids
-from hypothesis import HealthCheck, given, note, settings
+from children import (
+    EXIT_1,
+    PY,
+    TAG_VAR,
+    describe,
+    my_zombies,
+    pid_alive,
+    tagged_pids,
+    wait_pid_gone,
+)
+from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
-from zoo import FAST_LINES, ZOO, Kind
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule
+from zoo import FAST_LINES, SPAWN_TREE, ZOO, Kind
 
 from trio_overseer import (
     STDERR,
@@ -73,16 +84,11 @@ settings.register_profile("long", max_examples=500, **_PROFILE)
 _ACTIVE = settings.get_current_profile_name()
 PROFILE = settings.get_profile("ci" if _ACTIVE == "default" else _ACTIVE)
 
-#: stop() during a pending restart ends the supervision only once its task
-#: runs again, without any event to wait for (see
-#: test_remove_after_stop_during_backoff).  Until that is fixed, the random
-#: programs let the Overseer's tasks run after such a stop before going on.
-SETTLE_AFTER_CANCELLED_RESTART = True
-#: A second supervision of a proc that already ran counts its first run as a
-#: restart (restarts=1), and so gets one restart less than retry_times (see
-#: test_second_supervision_gets_the_whole_retry_budget).  Until that is
-#: fixed, the model expects that.
-RESUPERVISION_STARTS_AT_ONE_RESTART = True
+#: A stop() that comes after the leader died (say of a SIGKILL sent with
+#: signal()) does not sweep escaped descendants (see
+#: test_stop_after_the_leader_died_sweeps_escaped_descendants); until that is
+#: fixed, the model checks the sweep only for runs stopped before any signal.
+STOP_AFTER_LEADER_DIED_SWEEPS = False
 
 FINAL = frozenset({State.FINISHED, State.INTERRUPTED, State.FATAL})
 ALLOWED = {
@@ -264,7 +270,7 @@ class Settle(Op):
     id: str
 
     def __str__(self) -> str:
-        return f"await settle({self.id!r})  # until its supervision ends, if it ends by itself"
+        return f"await settle({self.id!r})  # until its supervision ends, or it is ready"
 
     async def apply(self, ex: Executor) -> None:
         await ex.settle(self.id)
@@ -294,48 +300,103 @@ class Program:
         return f"Program(  # inside: async with open_overseer() as ovr:{body}\n)"
 
 
-#: "c" is rarely added: mostly an unknown id.
-IDS = st.sampled_from(["a", "b", "a", "b", "c"])
-ADDS = st.builds(
-    Add,
-    id=st.sampled_from(["a", "b", "a", "b", "c", ""]),
-    kind=st.sampled_from([*ZOO, ""]),
-    retry_times=st.integers(0, 2),
-)
-WATCHES = st.builds(
-    Watch,
-    st.sampled_from(["state", "logs"]),
-    st.sampled_from([1, 3, math.inf, 0]),
-    st.booleans(),
-)
-#: Subscribers are referred to by index, modulo the number of subscribers.
-SUBS = st.integers(0, 3)
+KINDS = st.sampled_from(list(ZOO))
 SIGNALS = [signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1, signal.SIGSTOP, signal.SIGCONT]
-STARTS = st.one_of(st.builds(Start, IDS), st.builds(Supervise, IDS))
-STOPS = st.one_of(st.builds(Stop, IDS, st.booleans()), st.builds(Settle, IDS))
-OPS = st.one_of(
-    STARTS,
-    STOPS,
-    STARTS,
-    st.builds(Drain, SUBS),
-    STARTS,
-    STOPS,
-    ADDS,
-    st.builds(Signal, IDS, st.sampled_from(SIGNALS)),
-    st.builds(StopAll, st.booleans()),
-    st.builds(Remove, IDS),
-    WATCHES,
-    st.builds(Unwatch, SUBS),
-    st.builds(CloseReceive, SUBS),
-    st.builds(Pause, st.sampled_from([0.0, 0.01, 0.05])),
-)
-#: A few adds and subscribers, then anything.
-PROGRAMS = st.builds(
-    lambda adds, watches, ops: Program((*adds, *watches, *ops)),
-    st.lists(ADDS, min_size=1, max_size=3),
-    st.lists(WATCHES, max_size=2),
-    st.lists(OPS, max_size=14),
-)
+
+
+class Programs(RuleBasedStateMachine):
+    """Draws a program: each rule appends one operation; teardown runs it.
+
+    Ids come from the ``procs`` bundle (every id ever added, also by an add
+    that must fail, or removed since: the unknown-id errors come from those),
+    subscribers from the ``subs`` bundle.
+    """
+
+    procs = Bundle("procs")
+    subs = Bundle("subs")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[Op] = []
+        self.watches = 0
+
+    def _op(self, op: Op) -> None:
+        self.ops.append(op)
+
+    @initialize(target=procs, kind=KINDS, retry_times=st.integers(0, 2))
+    def add_a(self, kind: str, retry_times: int) -> str:
+        self._op(Add("a", kind, retry_times))
+        return "a"
+
+    @rule(
+        target=procs,
+        id=st.sampled_from(["b", "a", "c", ""]),
+        kind=st.one_of(KINDS, st.just("")),
+        retry_times=st.integers(0, 2),
+    )
+    def add(self, id: str, kind: str, retry_times: int) -> str:
+        self._op(Add(id, kind, retry_times))
+        return id
+
+    @rule(id=procs)
+    def start(self, id: str) -> None:
+        self._op(Start(id))
+
+    @rule(id=procs)
+    def supervise(self, id: str) -> None:
+        self._op(Supervise(id))
+
+    @rule(id=procs, kill=st.booleans())
+    def stop(self, id: str, kill: bool) -> None:
+        self._op(Stop(id, kill))
+
+    @rule(id=procs)
+    def settle(self, id: str) -> None:
+        self._op(Settle(id))
+
+    @rule(id=procs, sig=st.sampled_from(SIGNALS))
+    def signal(self, id: str, sig: int) -> None:
+        self._op(Signal(id, sig))
+
+    @rule(kill=st.booleans())
+    def stop_all(self, kill: bool) -> None:
+        self._op(StopAll(kill))
+
+    @rule(id=procs)
+    def remove(self, id: str) -> None:
+        self._op(Remove(id))
+
+    @rule(
+        target=subs,
+        what=st.sampled_from(["state", "logs"]),
+        size=st.sampled_from([1, 3, math.inf, 0]),
+        batched=st.booleans(),
+    )
+    def watch(self, what: str, size: float, batched: bool) -> Any:
+        self._op(Watch(what, size, batched))
+        if size == 0:  # refused: no subscriber
+            return multiple()
+        self.watches += 1
+        return self.watches - 1
+
+    @rule(sub=subs)
+    def drain(self, sub: int) -> None:
+        self._op(Drain(sub))
+
+    @rule(sub=subs)
+    def unwatch(self, sub: int) -> None:
+        self._op(Unwatch(sub))
+
+    @rule(sub=subs)
+    def close_receive(self, sub: int) -> None:
+        self._op(CloseReceive(sub))
+
+    @rule(seconds=st.sampled_from([0.0, 0.01, 0.05]))
+    def pause(self, seconds: float) -> None:
+        self._op(Pause(seconds))
+
+    def teardown(self) -> None:
+        run_and_check(Program(tuple(self.ops)))
 
 
 # --- the model ------------------------------------------------------------------------
@@ -349,6 +410,7 @@ class Run:
     out: list[str] = attrs.field(factory=list)
     err: list[str] = attrs.field(factory=list)
     touched: bool = False  # stopped, killed or signalled while live
+    signalled: bool = False  # signal() while live, before any stop
     stop_requested: bool = False
     frozen: bool = False  # SIGSTOPped (and not SIGCONTinued)
 
@@ -366,6 +428,7 @@ class Background:
     """A supervise() call in a background task."""
 
     id: str
+    error: type[Exception] | None = None  # the error its call must raise
     exc: BaseException | None = None
     returned: int | None = None
     expected: int | None = None  # the exit code of its last run, once known
@@ -381,22 +444,19 @@ class Reg:
     retry_times: int
     busy: bool = False  # a supervision is in progress
     stop_requested: bool = False  # in the current supervision
-    releasing: bool = False  # stopped while a restart was pending
     sup_runs: int = 0  # runs in the current supervision
-    restarts_base: int = 0  # see RESUPERVISION_STARTS_AT_ONE_RESTART
     runs: list[Run] = attrs.field(factory=list)
     last: ProcessInfo | None = None
     background: Background | None = None
 
     def begin_supervision(self, background: Background | None = None) -> None:
         self.busy = True
-        self.stop_requested = self.releasing = False
+        self.stop_requested = False
         self.sup_runs = 0
-        self.restarts_base = int(RESUPERVISION_STARTS_AT_ONE_RESTART and bool(self.runs))
         self.background = background
 
     def end_supervision(self) -> None:
-        self.busy = self.releasing = False
+        self.busy = False
         if self.background is not None:
             self.background.expected = self.last.exit_code if self.last else -1
             self.background = None
@@ -433,6 +493,7 @@ class Executor:
         self.subs: list[Sub] = []
         self.backgrounds: list[Background] = []
         self.oracle_closed = False
+        self.trace: list[str] = []  # the program's lines and the events between them
 
     # -- the oracle --------------------------------------------------------------
 
@@ -459,7 +520,7 @@ class Executor:
 
     def take(self, item: Any) -> None:
         self.stream.append(item)
-        note(f"  event: {_show(item)}")
+        self.trace.append(f"  event: {_show(item)}")
         if isinstance(item, ProcessInfo):
             self.on_state(item)
         else:
@@ -477,7 +538,7 @@ class Executor:
                     f"restart without a scheduled restart: {info}"
                 )
                 assert not reg.stop_requested, f"restart after stop(): {info}"
-            assert info.restarts == reg.sup_runs + reg.restarts_base, info
+            assert info.restarts == reg.sup_runs, info
             assert (info.pid, info.exit_code, info.error) == (0, -1, None), info
             reg.sup_runs += 1
             reg.runs.append(Run())
@@ -507,8 +568,7 @@ class Executor:
 
     def end_run(self, reg: Reg, run: Run, info: ProcessInfo) -> None:
         failed = info.exit_code != 0
-        restarts = reg.sup_runs - 1 + reg.restarts_base
-        restart = failed and not reg.stop_requested and restarts < reg.retry_times
+        restart = failed and not reg.stop_requested and reg.sup_runs - 1 < reg.retry_times
         assert (info.restart_in is not None) == restart, (
             f"restart_in={info.restart_in} but a restart is {'' if restart else 'not '}due: {info}"
         )
@@ -529,7 +589,8 @@ class Executor:
         if reg.kind_name == "PRINT_FAST":
             assert run.out == [str(i) for i in range(len(run.out))], "lines lost or reordered"
             assert len(run.out) <= FAST_LINES
-        if reg.kind_name == "SPAWN_TREE" and run.stop_requested:
+        swept = STOP_AFTER_LEADER_DIED_SWEEPS or not run.signalled
+        if reg.kind_name == "SPAWN_TREE" and run.stop_requested and swept:
             pids = [
                 int(line.split()[1]) for line in run.out if line.split()[0] in ("group", "escaped")
             ]
@@ -566,8 +627,7 @@ class Executor:
                 got = (info.state, info.pid, info.exit_code, info.error, info.restarts)
                 want = (last.state, last.pid, last.exit_code, last.error, last.restarts)
                 assert got == want, f"status({id!r}) = {info}, last event {last}"
-        if not any(reg.releasing for reg in self.regs.values()):
-            assert ovr.is_running() == any(reg.busy for reg in self.regs.values())
+        assert ovr.is_running() == any(reg.busy for reg in self.regs.values())
 
     # -- calls and their documented errors ------------------------------------------
 
@@ -622,21 +682,24 @@ class Executor:
         self.sync()
 
     async def supervise(self, id: str) -> None:
-        self.sync()
-        error = self.lookup_error(id) or (ProcRunningError if self.regs[id].busy else None)
         job = Background(id)
         self.backgrounds.append(job)
-        if error is None:
-            self.regs[id].begin_supervision(job)
-        # The claim (and its errors) happens before supervise()'s first checkpoint,
-        # so it is done when start() returns here.
         await self.background.start(self._supervise, job)
-        with self.expect(error, f"supervise({id!r})"):
+        # The claim (and its errors) happens before supervise()'s first
+        # checkpoint, in the stretch where the task took in the oracle.
+        with self.expect(job.error, f"supervise({id!r})"):
             if job.exc is not None:
                 raise job.exc
         self.sync()
 
     async def _supervise(self, job: Background, *, task_status: trio.TaskStatus[None]) -> None:
+        # The parent's nursery.start() let other tasks run: decide here, in the
+        # same synchronous stretch as the call.
+        self.sync()
+        reg = self.regs.get(job.id)
+        job.error = self.lookup_error(job.id) or (ProcRunningError if reg and reg.busy else None)
+        if reg is not None and job.error is None:
+            reg.begin_supervision(job)
         task_status.started()
         try:
             job.returned = await self.ovr.supervise(job.id)
@@ -649,16 +712,8 @@ class Executor:
             run.touched = run.stop_requested = True
         if reg.busy:
             reg.stop_requested = True
-            if run is None:  # between runs: the pending restart is cancelled
-                reg.releasing = True
-
-    async def _after_stop(self) -> None:
-        releasing = [reg for reg in self.regs.values() if reg.releasing]
-        if releasing and SETTLE_AFTER_CANCELLED_RESTART:
-            await trio.testing.wait_all_tasks_blocked()
-            for reg in releasing:
-                reg.end_supervision()
-        self.sync()
+            if run is None:  # between runs: the pending restart is cancelled, and
+                reg.end_supervision()  # the supervision ends at once, without an event
 
     async def stop(self, id: str, kill: bool) -> None:
         self.sync()
@@ -667,20 +722,21 @@ class Executor:
             self._stop_model(self.regs[id], kill=kill)
         with self.expect(error, f"stop({id!r})"):
             self.ovr.stop(id, kill=kill)
-        await self._after_stop()
+        self.sync()
 
     async def stop_all(self, kill: bool) -> None:
         self.sync()
         for reg in self.regs.values():
             self._stop_model(reg, kill=kill)
         self.ovr.stop_all(kill=kill)
-        await self._after_stop()
+        self.sync()
 
     def signal(self, id: str, sig: int) -> None:
         self.sync()
         error = self.lookup_error(id)
         if error is None and (run := self.regs[id].live_run) is not None:
             run.touched = True
+            run.signalled = run.signalled or not run.stop_requested
             if sig == signal.SIGSTOP:
                 run.frozen = True
             elif sig == signal.SIGCONT:
@@ -690,13 +746,14 @@ class Executor:
         self.sync()
 
     async def settle(self, id: str) -> None:
-        """Wait for the supervision of `id` to end, if nothing keeps it going."""
+        """Wait for the supervision of `id` to end; for a child that runs until
+        stopped, only until it is ready (or frozen by SIGSTOP)."""
         self.sync()
         with trio.fail_after(T):
             while (reg := self.regs.get(id)) is not None and reg.busy:
                 run = reg.live_run
-                ends = reg.kind.outcome is not None and not (run is not None and run.frozen)
-                if not (reg.stop_requested or ends):
+                ready = run is not None and reg.kind.outcome is None and "ready" in run.out
+                if run is not None and not reg.stop_requested and (run.frozen or ready):
                     break
                 await self.next_event()
         self.sync()
@@ -795,8 +852,6 @@ class Executor:
         self.sync()
         assert self.oracle_closed, "subscriber channels must be closed at block exit"
         for reg in self.regs.values():
-            if reg.releasing:
-                reg.end_supervision()
             assert not reg.busy, f"{reg.id!r} still supervised after the block: {reg.last}"
         for index in range(len(self.subs)):
             self.drain(index, block_closed=True)
@@ -833,25 +888,30 @@ def _fd_count() -> int:
 
 
 async def run_program(program: Program) -> None:
-    with trio.fail_after(120):
-        async with trio.open_nursery() as background:
-            ovr_cm = open_overseer(
-                handle_signals=False, stop_timeout=STOP_TIMEOUT, backoff_base=0.01, seed=0
-            )
-            async with ovr_cm as ovr:
-                ex = Executor(ovr, background)
-                for op, line in zip(program.ops, program.lines(), strict=True):
-                    note(line)
-                    await op.apply(ex)
-                ex.before_exit()
-                note("(block exit)")
-            ex.after_exit()
-        ex.check_backgrounds()
+    ex: Executor | None = None
+    try:
+        with trio.fail_after(120):
+            async with trio.open_nursery() as background:
+                ovr_cm = open_overseer(
+                    handle_signals=False, stop_timeout=STOP_TIMEOUT, backoff_base=0.01, seed=0
+                )
+                async with ovr_cm as ovr:
+                    ex = Executor(ovr, background)
+                    for op, line in zip(program.ops, program.lines(), strict=True):
+                        ex.trace.append(line)
+                        await op.apply(ex)
+                    ex.before_exit()
+                    ex.trace.append("(block exit)")
+                ex.after_exit()
+            ex.check_backgrounds()
+    except BaseException as exc:
+        if ex is not None:  # what happened, also in a failure Hypothesis cannot reproduce
+            exc.add_note("trace:\n" + "\n".join(ex.trace))
+        raise
 
 
-@settings(PROFILE)
-@given(PROGRAMS)
-def test_random_programs(program: Program) -> None:
+def run_and_check(program: Program) -> None:
+    """Run one program; then nothing of it may be left: processes, zombies, fds."""
     note("program:\n" + "\n".join(program.lines()))
     tag = os.environ[TAG_VAR]
     fds = _fd_count()
@@ -862,7 +922,34 @@ def test_random_programs(program: Program) -> None:
     assert _fd_count() == fds, f"fds: {fds} before, {_fd_count()} after"
 
 
-# --- bugs found by the random programs (fixed), as plain tests ---
+TestRandomPrograms = Programs.TestCase
+TestRandomPrograms.settings = settings(PROFILE, stateful_step_count=16)
+
+
+# --- bugs found by the random programs, as plain tests ---
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a stop() that comes after the leader died, while the run drains the "
+    "pipes an escaped descendant holds open, does not sweep: the descendant outlives "
+    "the stopped run (until the Overseer closes) and the run ends only after the drain grace",
+)
+async def test_stop_after_the_leader_died_sweeps_escaped_descendants() -> None:
+    async with open_overseer(handle_signals=False, stop_timeout=0.5) as ovr:
+        ovr.add("p", PY, SPAWN_TREE)
+        with trio.fail_after(T):
+            info = await ovr.start("p")
+            escaped = int((await ovr.wait_for_log("p", "^escaped ")).text.split()[1])
+            await ovr.wait_for_log("p", "^ready$")
+            ovr.signal("p", signal.SIGKILL)  # the group dies, the escaped one holds the pipes
+            await wait_pid_gone(info.pid)
+            await trio.testing.wait_all_tasks_blocked()  # the Overseer has seen the exit
+            assert ovr.status("p").state is State.RUNNING  # draining the pipes
+            ovr.stop("p")
+            final = await ovr.wait_for_state("p", *FINAL)
+        assert final.state is State.INTERRUPTED
+        assert not pid_alive(escaped), "the stopped run's escaped descendant outlived it"
 
 
 async def test_remove_after_stop_during_backoff() -> None:
