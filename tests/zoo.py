@@ -9,10 +9,11 @@ signal) must end with, so that a test can check any run it did not disturb.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import attrs
-from children import EXIT_0, EXIT_1, IGNORE_SIGTERM, KILL_SELF, PY, python
+from children import EXIT_0, EXIT_1, IGNORE_SIGTERM, KILL_SELF, PY, pid_alive, python
 
 #: An executable that does not exist: every start is `fatal`.
 NO_SUCH_EXE = "/nonexistent/trio-overseer-zoo/no-such-program"
@@ -150,7 +151,7 @@ def FORK_BOMB(n: int) -> list[str]:
     """Forks `n` children as fast as it can, every other one escaping with setsid().
 
     Everyone ignores SIGTERM and holds stdout open; each escaped child forks a
-    child of its own.  Prints ``ready`` after the first fork and keeps forking.
+    child of its own.  Prints ``ready`` after 10 forks and keeps forking.
     """
     return python(
         f"""
@@ -168,9 +169,61 @@ def FORK_BOMB(n: int) -> list[str]:
                     if os.fork() == 0:
                         sleep_forever()
                 sleep_forever()
-            if i == 0:
+            if i == 9:
                 print("ready", flush=True)
         print("forked", {n}, flush=True)
         sleep_forever()
         """
     )
+
+
+#: PRINT_SIGNALS without Python, for a child that runs as another user (who
+#: may not read this Python): prints ``got SIGUSR1`` / ``got SIGUSR2`` per
+#: signal, ``ready`` once prepared; no fork after that (its sleep ignores both).
+SH_PRINT_SIGNALS = [
+    "-c",
+    """
+    trap '' USR1 USR2
+    sleep 1000000 &
+    trap 'echo got SIGUSR1' USR1
+    trap 'echo got SIGUSR2' USR2
+    echo ready
+    while kill -0 $! 2>/dev/null; do wait $!; done
+    """,
+]
+
+#: The environment variable of `marked_pids`.
+MARK_VAR = "TRIO_OVERSEER_ZOO_MARK"
+
+
+def marked_pids(mark: str) -> list[int]:
+    """Live processes (not zombies) whose environment holds ``MARK_VAR=mark``."""
+    needle = f"{MARK_VAR}={mark}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def tasks_of_user(uid: int) -> int:
+    """How many tasks (threads included) run with real uid `uid`: what RLIMIT_NPROC counts."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                real = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+            if real == uid:
+                count += len(os.listdir(f"/proc/{entry}/task"))
+        except (OSError, StopIteration):
+            continue
+    return count
