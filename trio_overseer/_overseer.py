@@ -681,16 +681,14 @@ class Overseer:
         return 2 * (longest + _KILL_WAIT) + _DRAIN_GRACE + 1.0  # group, then escaped ones
 
     async def _shutdown(self) -> None:
-        """After the last supervision: end escaped descendants, dismiss the watchdog.
+        """After the last supervision: end the descendants that escaped their group.
 
-        Shielded and bounded (stop_timeout + a few seconds).
+        Shielded and bounded (stop_timeout + a few seconds).  The watchdog
+        stays: it lives as long as the Overseer (see `_watchdog`).
         """
         with trio.CancelScope(shield=True):
             prefix = (self._token + ".").encode()
             await self._scanner.sweep(prefix, _signal.SIGTERM, self.stop_timeout)
-            if self._watchdog is not None:
-                watchdog, self._watchdog = self._watchdog, None
-                await watchdog.close()
 
     async def _end_block_on_signals(
         self,
@@ -788,6 +786,9 @@ async def open_overseer(
                 if cleanup.cancelled_caught:
                     logger.error("procs still running after %s s of cleanup", ovr._max_stop_time())
                 await ovr._shutdown()
+                if ovr._watchdog is not None:
+                    ovr._watchdog.close()
+                    ovr._watchdog = None
                 ovr._in_block = False
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -22,9 +22,6 @@ import trio
 
 _HAS_PIDFD = hasattr(os, "pidfd_open")
 _HAS_KQUEUE = hasattr(select, "kqueue")
-# A bigger pipe means fewer reads and fewer stalls of a chatty child.
-_F_SETPIPE_SZ = 1031
-_PIPE_SIZE = 1 << 20
 
 
 class ChildProcess:
@@ -97,13 +94,10 @@ if sys.platform != "linux":  # pragma: no cover - macOS/BSD: kqueue tells when a
 
 
 def _pipe() -> tuple[int, int]:
-    read_fd, write_fd = os.pipe()
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError):
-            import fcntl
-
-            fcntl.fcntl(read_fd, _F_SETPIPE_SZ, _PIPE_SIZE)
-    return read_fd, write_fd
+    # The default size (64 KiB on Linux) on purpose: growing pipes uses up a
+    # per-user allowance (pipe-user-pages-soft) after a few dozen procs, and
+    # then every new pipe of that user, in any program, shrinks to one page.
+    return os.pipe()
 
 
 def spawn(

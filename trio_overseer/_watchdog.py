@@ -18,10 +18,8 @@ import logging
 import os
 import subprocess
 import sys
+import weakref
 
-import trio
-
-from ._spawn import ChildProcess
 from ._sweep import TAG_VAR
 
 logger = logging.getLogger("trio_overseer")
@@ -80,22 +78,33 @@ for _ in range(5):
 
 
 class Watchdog:
-    """The parent side: tell the watchdog which groups are alive."""
+    """The parent side: tell the watchdog which groups are alive.
 
-    __slots__ = ("_child", "_fd")
+    The watchdog is not our child: a shell starts it in the background and
+    exits, so nothing is left to reap and no close needs to wait.  It lives
+    as long as this object: `close()` says goodbye; if the object is garbage
+    collected (or this process ends) first, the pipe closes without one and
+    the watchdog ends every tagged process, as after a SIGKILL.
+    """
 
-    def __init__(self, child: ChildProcess, fd: int) -> None:
-        self._child = child
+    __slots__ = ("__weakref__", "_fd", "_finalizer")
+
+    def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
 
     @classmethod
     def start(cls, token: str) -> Watchdog | None:
-        """Spawn the watchdog for the procs tagged ``token.*``; None if that fails."""
+        """Start the watchdog of the procs tagged ``token.*``; None if that fails."""
         read_fd, write_fd = os.pipe()
-        env = {k: v for k, v in os.environ.items() if k != TAG_VAR}
+        env = {"PATH": os.defpath}  # ours, not the user's: it inherits nothing
+        # A background job of a non-interactive shell gets /dev/null as
+        # stdin unless redirected explicitly: hence fd 3.
+        launcher = 'exec 3<&0; "$@" <&3 3<&- >/dev/null 2>&1 & exit 0'
+        argv = [sys.executable, "-I", "-S", "-c", _SCRIPT, TAG_VAR, token + "."]
         try:
-            popen = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _SCRIPT, TAG_VAR, token + "."],
+            shell = subprocess.Popen(
+                ["/bin/sh", "-c", launcher, "sh", *argv],
                 stdin=read_fd,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -103,6 +112,7 @@ class Watchdog:
                 start_new_session=True,
                 close_fds=True,
             )
+            shell.wait()  # it only forks: a millisecond
         except OSError as exc:
             os.close(write_fd)
             logger.warning("cannot start the watchdog (%s): procs may outlive a SIGKILL", exc)
@@ -110,7 +120,7 @@ class Watchdog:
         finally:
             os.close(read_fd)
         os.set_blocking(write_fd, False)
-        return cls(ChildProcess(popen), write_fd)
+        return cls(write_fd)
 
     def _send(self, message: bytes) -> None:
         if self._fd is None:
@@ -120,7 +130,7 @@ class Watchdog:
         except BlockingIOError:
             logger.warning("watchdog pipe full: a proc may outlive a SIGKILL of this process")
         except OSError:  # the watchdog died: nothing to tell any more
-            self._close_fd()
+            self.close()
 
     def register(self, pgid: int) -> None:
         """A process group to kill if this process dies."""
@@ -132,21 +142,10 @@ class Watchdog:
         if not _BY_TAG:
             self._send(b"-%d\n" % pgid)
 
-    def _close_fd(self) -> None:
+    def close(self) -> None:
+        """Say goodbye: the watchdog exits without killing anything."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    async def close(self) -> None:
-        """Say goodbye and reap the watchdog (bounded)."""
-        self._send(b"bye\n")
-        self._close_fd()
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + 5.0
-            await self._child.wait()
-        if scope.cancelled_caught:
             with contextlib.suppress(OSError):
-                os.kill(self._child.pid, 9)
-            with trio.move_on_after(1.0):
-                await self._child.wait()
-        self._child.close()
+                os.write(self._fd, b"bye\n")
+            self._fd = None
+            self._finalizer()  # closes the pipe, once
