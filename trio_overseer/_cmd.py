@@ -172,6 +172,10 @@ class Cmd:
     # The stop_timeout wait of _end_group; kill() cancels it to SIGKILL at once.
     _grace_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
     _stop_sent: bool = attrs.field(init=False, default=False)
+    _stop_event: trio.Event = attrs.field(init=False, factory=trio.Event)  # stop()/kill() seen
+    _pumps_left: int = attrs.field(init=False, default=0)  # pipes not yet at EOF
+    # The wait of a drain that a stop would cut short; the last pump cancels it.
+    _drain_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
     _kill_sent: bool = attrs.field(init=False, default=False)
     # Set by the Overseer: called on every state change / batch of lines.
     _on_state: StateHook | None = attrs.field(init=False, default=None)
@@ -291,6 +295,7 @@ class Cmd:
             self._stop_sent = True
             self._send(self.stop_signal)
         self._stop_scope.cancel()
+        self._stop_event.set()
 
     def signal(self, sig: int) -> None:
         """Send exactly `sig` to the process group; a no-op when not running."""
@@ -384,6 +389,7 @@ class Cmd:
         async with trio.open_nursery() as nursery:
             for stream, kind, scope in pumps:
                 if stream is not None:
+                    self._pumps_left += 1
                     nursery.start_soon(self._pump, stream, kind, scope)
             try:
                 with self._stop_scope:
@@ -391,11 +397,14 @@ class Cmd:
             finally:
                 with trio.CancelScope(shield=True):
                     await self._end_group(proc)
-                    if self._stop_sent or self._kill_sent:
+                    swept = self._stop_sent or self._kill_sent
+                    if swept:
                         await self._sweep_escaped()
                 deadline = trio.current_time() + _DRAIN_GRACE
                 for _, _, scope in pumps:
                     scope.deadline = deadline
+                if not swept:
+                    await self._sweep_if_stopped_while_draining(deadline)
 
     async def _end_group(self, proc: ChildProcess) -> None:
         """Make sure no process of the group is left, and the leader is reaped.
@@ -430,6 +439,20 @@ class Cmd:
         if last.cancelled_caught:
             logger.error("%r: process group %d survived SIGKILL for %s s", self, pgid, _KILL_WAIT)
 
+    async def _sweep_if_stopped_while_draining(self, deadline: float) -> None:
+        """The leader is gone but a pipe is still open: a stop now sweeps what holds it.
+
+        Ends when the pumps do (EOF), at the drain deadline, or after the sweep.
+        """
+        if self._pumps_left == 0:
+            return
+        with trio.CancelScope(shield=True, deadline=deadline) as drain:
+            self._drain_scope = drain
+            await self._stop_event.wait()
+            drain.deadline = math.inf  # the sweep is bounded by itself
+            await self._sweep_escaped()
+        self._drain_scope = None
+
     async def _sweep_escaped(self) -> None:
         """End descendants that left the process group (setsid, daemons)."""
         scanner = self._scanner or Scanner()
@@ -458,6 +481,9 @@ class Cmd:
                         emit(kind, lines)
         finally:
             stream.close()
+            self._pumps_left -= 1
+            if self._pumps_left == 0 and self._drain_scope is not None:
+                self._drain_scope.cancel()
         if lines := splitter.flush():
             emit(kind, lines)
 
