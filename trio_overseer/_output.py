@@ -75,20 +75,26 @@ class LineSplitter:
     def _split(self, complete: bytes | bytearray) -> list[str]:
         """Lines of a region that ends just before a newline."""
         limit = self._limit
-        if len(complete) > limit:
-            raw = complete.split(b"\n")
-            if max(map(len, raw)) > limit:
-                out: list[str] = []
-                for line in raw:
-                    if line and line[-1] == _CR:
-                        line = line[:-1]
-                    out += self._chunks(line)
-                return out
         text = _decode(complete)
         lines = text.split("\n")
+        if len(complete) > limit:
+            # A line may be too long.  ASCII: characters are bytes.  Otherwise a
+            # character holds at most 4 bytes, so only a long text needs bytes.
+            longest = max(map(len, lines))
+            if longest > limit or (longest * 4 > limit and not text.isascii()):
+                return self._split_long(complete)
         if "\r" in text:
             lines = [line[:-1] if line.endswith("\r") else line for line in lines]
         return lines
+
+    def _split_long(self, complete: bytes | bytearray) -> list[str]:
+        """Lines of a region that may hold lines longer than the limit."""
+        out: list[str] = []
+        for line in complete.split(b"\n"):
+            if line and line[-1] == _CR:
+                line = line[:-1]
+            out += self._chunks(line)
+        return out
 
     def _chunks(self, line: bytes | bytearray) -> list[str]:
         """One line as chunks of at most `limit` bytes (a single chunk if it fits)."""

@@ -340,8 +340,12 @@ class Overseer:
         """Called by the Cmd with lines that arrived together: fan them out."""
         ts = time.time()
         pid = rec.id
-        msgs = log_batch(pid, kind, lines, ts)
-        rec.tail.extend(msgs[-_TAIL_LINES:])
+        if self._logs or self._log_waiters or len(lines) <= _TAIL_LINES:
+            msgs = log_batch(pid, kind, lines, ts)
+            rec.tail.extend(msgs[-_TAIL_LINES:])
+        else:  # nobody needs them all: build the tail only
+            msgs = []
+            rec.tail.extend(log_batch(pid, kind, lines[-_TAIL_LINES:], ts))
         if self._logs:
             self._logs.publish_batch(msgs)
         out_log = rec.out_log
