@@ -125,7 +125,10 @@ def _check_retries(_: Any, __: Any, n: object) -> None:
         raise ValueError(f"retry_times must be an int >= 0, got {n!r}")
 
 
-@attrs.define(eq=False, repr=False)
+# on_setattr=NO_OP: options are validated when the Cmd is made (where the user
+# typed them); the private fields change on every state change and line, and a
+# generated __setattr__ would sit on that hot path.
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class Cmd:
     """One process, run once: spawn, stream its output, stop it, reap it.
 
@@ -233,6 +236,10 @@ class Cmd:
             stdout=tuple(self._out_lines),
             stderr=tuple(self._err_lines),
         )
+
+    def _brief(self) -> tuple[int, int, str | None, float]:
+        """(pid, exit, error, start_ts): what a state event needs, without copying lines."""
+        return (self._proc.pid if self._proc else 0, self._exit, self._error, self._start_ts)
 
     def clone(self) -> Cmd:
         """A fresh Cmd with the same options, ready to run."""

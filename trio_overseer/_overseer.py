@@ -92,7 +92,7 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)  # see Cmd
 class Overseer:
     """Registry and supervisor of named procs.
 
@@ -265,17 +265,17 @@ class Overseer:
 
     def _info(self, rec: _Proc) -> ProcessInfo:
         cmd = rec.cmd
-        status = cmd.status()
+        pid, exit_code, error, start_ts = cmd._brief()
         return ProcessInfo(
             id=rec.id,
             group=cmd.group,
             cmd=rec.cmdline,
             dir=cmd.dir or "",
-            pid=status.pid,
+            pid=pid,
             state=cmd.state,
-            exit_code=status.exit,
-            error=status.error,
-            start_time=status.start_ts,
+            exit_code=exit_code,
+            error=error,
+            start_time=start_ts,
             delay_start=cmd.delay_start,
             retry_times=rec.retry_times,
             restarts=rec.restarts,
@@ -312,7 +312,7 @@ class Overseer:
 
     def _restart_delay(self, rec: _Proc, cmd: Cmd) -> float | None:
         """Seconds until the restart that follows this run, or None for none."""
-        exit_code = cmd.status().exit
+        exit_code = cmd._brief()[1]
         if exit_code == 0 or rec.stop_requested or not rec.supervising:
             return None
         if rec.restarts >= cmd.retry_times:  # cmd.stop() zeroed retry_times
