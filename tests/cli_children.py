@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import children
 import trio
 import yaml
 
@@ -34,27 +35,11 @@ T = 20  # guard for anything awaited on real processes: generous, never a sync p
 
 def py(code: str) -> list[str]:
     """A command that runs Python `code` (unbuffered, no site, isolated)."""
-    return [PY, "-u", "-I", "-S", "-c", textwrap.dedent(code).strip() + "\n"]
+    return [PY, *children.python(code)]
 
 
-SLEEP_FOREVER = py(
-    """
-    import time
-    print("ready")
-    while True:
-        time.sleep(3600)
-    """
-)
-
-IGNORE_SIGTERM = py(
-    """
-    import signal, time
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print("ready")
-    while True:
-        time.sleep(3600)
-    """
-)
+SLEEP_FOREVER = [PY, *children.SLEEP_FOREVER]
+IGNORE_SIGTERM = [PY, *children.IGNORE_SIGTERM]
 
 #: Prints "got SIGUSR1"/"got SIGUSR2" and keeps running.
 PRINT_SIGNALS = py(
