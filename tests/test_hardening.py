@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 from collections.abc import Iterator
 from typing import Any
@@ -594,9 +595,9 @@ class Executor:
             assert len(run.out) <= FAST_LINES
         swept = STOP_AFTER_LEADER_DIED_SWEEPS or not run.signalled
         if reg.kind_name == "SPAWN_TREE" and run.stop_requested and swept:
-            pids = [
-                int(line.split()[1]) for line in run.out if line.split()[0] in ("group", "escaped")
-            ]
+            # A run killed while it printed may have left half a line.
+            found = (re.fullmatch(r"(?:group|escaped) (\d+)", line) for line in run.out)
+            pids = [int(match[1]) for match in found if match]
             alive = [describe(pid) for pid in pids if pid_alive(pid)]
             assert not alive, f"stopped run of {reg.id!r} left descendants alive: {alive}"
 
