@@ -35,8 +35,8 @@ SPAWN_TREE = python(
     member = subprocess.Popen(argv)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     escaped = subprocess.Popen(argv, start_new_session=True)
-    sys.stdout.write(f"group {member.pid}\n")  # one write per line (-u)
-    sys.stdout.write(f"escaped {escaped.pid}\n")
+    sys.stdout.write(f"group {{member.pid}}\\n")  # one write per line (-u)
+    sys.stdout.write(f"escaped {{escaped.pid}}\\n")
     print("ready")
     while True:
         time.sleep(3600)
