@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -88,6 +89,8 @@ class Sample:
     rss_kib: int
     tasks: int
     tagged: int
+    objects: int  # Python objects tracked by the gc
+    loggers: int  # logging.Logger instances (never freed once created)
     procs: int
     running: int
 
@@ -127,9 +130,10 @@ def tagged_processes(tag: str) -> list[str]:
 def _cmdline(pid: str) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+            raw = f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "?"
+    return repr(raw[:100])
 
 
 class CountingHandler(logging.Handler):
@@ -166,6 +170,8 @@ class Churn:
             rss_kib=rss_kib(),
             tasks=trio.lowlevel.current_statistics().tasks_living,
             tagged=tagged_live(self.tag),
+            objects=len(gc.get_objects()),
+            loggers=len(logging.Logger.manager.loggerDict),
             procs=len(ids),
             running=running,
         )
@@ -269,8 +275,8 @@ class Churn:
 def _row(s: Sample) -> str:
     return (
         f"{s.at:8.1f} s  {s.label:<10} fds {s.fds:5d}  rss {s.rss_kib / 1024:7.1f} MiB  "
-        f"tasks {s.tasks:4d}  tagged procs {s.tagged:3d}  procs {s.procs:3d} "
-        f"(running {s.running})"
+        f"tasks {s.tasks:3d}  tagged procs {s.tagged:3d}  objects {s.objects:7d}  "
+        f"loggers {s.loggers:5d}  procs {s.procs:3d} (running {s.running})"
     )
 
 
@@ -324,6 +330,8 @@ async def soak(args: argparse.Namespace) -> int:
         "RSS (KiB)": end.rss_kib - start.rss_kib,
         "trio tasks": end.tasks - start.tasks,
         "tagged live processes": end.tagged - start.tagged,
+        "gc-tracked objects": end.objects - start.objects,
+        "logging.Logger objects": end.loggers - start.loggers,
     }
     for what, delta in deltas.items():
         print(f"  delta {what:<22} {delta:+d}")
@@ -333,7 +341,9 @@ async def soak(args: argparse.Namespace) -> int:
         f"  after the block: fds {after_fds}, trio tasks {after_tasks}, "
         f"tagged live processes {after_tagged}"
     )
-    leaked = [what for what, d in deltas.items() if d and what != "RSS (KiB)"]
+    # RSS and object counts move a little by themselves (allocator, caches).
+    noisy = ("RSS (KiB)", "gc-tracked objects")
+    leaked = [what for what, d in deltas.items() if d and what not in noisy]
     if after_tagged:
         leaked.append("processes after the block")
     print("  verdict:", "LEAK: " + ", ".join(leaked) if leaked else "flat (no leak)")
