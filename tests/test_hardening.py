@@ -34,6 +34,7 @@ procs are being supervised when an operation runs, and checks:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -42,6 +43,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from children import (
@@ -79,16 +81,10 @@ from trio_overseer import (
 # --hypothesis-profile needs the profiles registered before pytest_configure,
 # i.e. in conftest.py.
 _PROFILE: dict[str, Any] = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
-settings.register_profile("ci", max_examples=25, **_PROFILE)
+settings.register_profile("ci", max_examples=100, **_PROFILE)
 settings.register_profile("long", max_examples=500, **_PROFILE)
 _ACTIVE = settings.get_current_profile_name()
 PROFILE = settings.get_profile("ci" if _ACTIVE == "default" else _ACTIVE)
-
-#: A stop() that comes after the leader died (say of a SIGKILL sent with
-#: signal()) does not sweep escaped descendants (see
-#: test_stop_after_the_leader_died_sweeps_escaped_descendants); until that is
-#: fixed, the model checks the sweep only for runs stopped before any signal.
-STOP_AFTER_LEADER_DIED_SWEEPS = False
 
 FINAL = frozenset({State.FINISHED, State.INTERRUPTED, State.FATAL})
 ALLOWED = {
@@ -414,7 +410,6 @@ class Run:
     out: list[str] = attrs.field(factory=list)
     err: list[str] = attrs.field(factory=list)
     touched: bool = False  # stopped, killed or signalled while live
-    signalled: bool = False  # signal() while live, before any stop
     stop_requested: bool = False
     frozen: bool = False  # SIGSTOPped (and not SIGCONTinued)
 
@@ -593,8 +588,7 @@ class Executor:
         if reg.kind_name == "PRINT_FAST":
             assert run.out == [str(i) for i in range(len(run.out))], "lines lost or reordered"
             assert len(run.out) <= FAST_LINES
-        swept = STOP_AFTER_LEADER_DIED_SWEEPS or not run.signalled
-        if reg.kind_name == "SPAWN_TREE" and run.stop_requested and swept:
+        if reg.kind_name == "SPAWN_TREE" and run.stop_requested:
             # A run killed while it printed may have left half a line.
             found = (re.fullmatch(r"(?:group|escaped) (\d+)", line) for line in run.out)
             pids = [int(match[1]) for match in found if match]
@@ -740,7 +734,6 @@ class Executor:
         error = self.lookup_error(id)
         if error is None and (run := self.regs[id].live_run) is not None:
             run.touched = True
-            run.signalled = run.signalled or not run.stop_requested
             if sig == signal.SIGSTOP:
                 run.frozen = True
             elif sig == signal.SIGCONT:
@@ -930,7 +923,22 @@ TestRandomPrograms = Programs.TestCase
 TestRandomPrograms.settings = settings(PROFILE, stateful_step_count=16)
 
 
-# --- bugs found by the random programs (fixed), as plain tests ---
+# --- bugs found by the random programs and the soak, as plain tests ---
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: add() creates the logging.Logger 'trio_overseer.proc.<id>', which the "
+    "logging module keeps forever: one Logger (~1.6 KiB) leaks per distinct id ever added",
+)
+async def test_removed_procs_leave_no_logger_behind() -> None:
+    loggers = logging.Logger.manager.loggerDict
+    async with open_overseer(handle_signals=False) as ovr:
+        before = set(loggers)
+        for i in range(100):
+            ovr.add(f"churn-{os.getpid()}-{i}", PY, EXIT_1)
+            ovr.remove(f"churn-{os.getpid()}-{i}")
+        assert set(loggers) - before == set()
 
 
 async def test_stop_after_the_leader_died_sweeps_escaped_descendants() -> None:
