@@ -67,7 +67,7 @@ class _Proc:
     retry_times: int  # the configured budget (cmd.stop() zeroes the Cmd's own copy)
     readiness: Readiness
     cmdline: str
-    out_log: logging.Logger
+    out_log: logging.Logger | None = None  # made on first use: see Overseer._out_logger
     supervising: bool = False
     began: bool = False  # the supervision task has started running
     stop_requested: bool = False  # stop() seen: no further run in this supervision
@@ -86,6 +86,29 @@ class _Waiter:
     match: Callable[[Any], bool]
     event: trio.Event = attrs.field(factory=trio.Event)
     result: Any = None
+
+
+_PROC_LOGGERS = logging.getLogger("trio_overseer.proc")
+
+
+def _out_logger(rec: _Proc) -> logging.Logger | None:
+    """The logger ``trio_overseer.proc.<id>`` if it would log a line, else None.
+
+    The logging module keeps every logger it ever made, so one per proc id
+    is made only once it would log something: when the user configured it
+    (it exists already) or its parent logs INFO.  Procs of churning ids then
+    leave nothing behind while their lines are not logged.
+    """
+    if rec.out_log is None:
+        name = f"trio_overseer.proc.{rec.id}"
+        existing = logging.Logger.manager.loggerDict.get(name)
+        if isinstance(existing, logging.Logger):
+            rec.out_log = existing
+        elif _PROC_LOGGERS.isEnabledFor(logging.INFO):
+            rec.out_log = logging.getLogger(name)
+        else:
+            return None
+    return rec.out_log if rec.out_log.isEnabledFor(logging.INFO) else None
 
 
 def _in_main_thread() -> bool:
@@ -206,7 +229,6 @@ class Overseer:
             readiness=readiness,
             retry_times=retry_times,
             cmdline=shlex.join([exec, *cmd.args]),
-            out_log=logging.getLogger(f"trio_overseer.proc.{id}"),
         )
         rec.done.set()
         self._attach(rec, cmd)
@@ -348,8 +370,8 @@ class Overseer:
             rec.tail.extend(log_batch(pid, kind, lines[-_TAIL_LINES:], ts))
         if self._logs:
             self._logs.publish_batch(msgs)
-        out_log = rec.out_log
-        if out_log.isEnabledFor(logging.INFO):
+        out_log = _out_logger(rec)
+        if out_log is not None:
             stream = "stdout" if kind == STDOUT else "stderr"
             for line in lines:
                 out_log.info("%s", line, extra={"proc": pid, "stream": stream})
