@@ -20,6 +20,7 @@ processes leaked.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import gc
 import logging
@@ -89,10 +90,16 @@ class Sample:
     rss_kib: int
     tasks: int
     tagged: int
-    objects: int  # Python objects tracked by the gc
+    objects: int  # live Python objects tracked by the gc
     loggers: int  # logging.Logger instances (never freed once created)
     procs: int
     running: int
+
+
+def object_types() -> collections.Counter[str]:
+    """How many gc-tracked objects of each type are alive."""
+    gc.collect()
+    return collections.Counter(type(obj).__qualname__ for obj in gc.get_objects())
 
 
 def rss_kib() -> int:
@@ -161,6 +168,7 @@ class Churn:
         self.counts[what] = self.counts.get(what, 0) + n
 
     def sample(self, label: str) -> Sample:
+        gc.collect()  # count live objects, not garbage waiting for the cycle collector
         ids = self.ovr.list_all()
         running = sum(self.ovr.status(id).state not in (*FINAL, State.INITIAL) for id in ids)
         sample = Sample(
@@ -305,6 +313,7 @@ async def soak(args: argparse.Namespace) -> int:
             await ovr.start(f"warm-{kind}")
         await churn.quiesce()
         start = churn.sample("start")
+        types_before = object_types()
         deadline = trio.current_time() + args.duration
         next_sample = trio.current_time() + args.sample_every
         while trio.current_time() < deadline:
@@ -314,6 +323,7 @@ async def soak(args: argparse.Namespace) -> int:
                 next_sample += args.sample_every
         await churn.quiesce()
         end = churn.sample("end")
+        grown = (object_types() - types_before).most_common(8)
         leftovers = tagged_processes(tag)
     after_tagged = tagged_live(tag)
     after_fds = len(os.listdir("/proc/self/fd"))
@@ -335,6 +345,7 @@ async def soak(args: argparse.Namespace) -> int:
     }
     for what, delta in deltas.items():
         print(f"  delta {what:<22} {delta:+d}")
+    print("  object types grown:", ", ".join(f"{name} +{n}" for name, n in grown) or "none")
     for leftover in leftovers:
         print(f"  alive at the end: {leftover}")
     print(
