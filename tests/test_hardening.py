@@ -53,6 +53,7 @@ from children import (
     describe,
     my_zombies,
     pid_alive,
+    tagged_env,
     tagged_pids,
     wait_pid_gone,
 )
@@ -60,7 +61,16 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule
-from zoo import FAST_LINES, SPAWN_ESCAPED_LETTING_GO, SPAWN_TREE, ZOO, Kind
+from zoo import (
+    FAST_LINES,
+    MARK_VAR,
+    SPAWN_ESCAPED_LETTING_GO,
+    SPAWN_ESCAPED_THEN_EXIT_1,
+    SPAWN_TREE,
+    ZOO,
+    Kind,
+    marked_pids,
+)
 
 from trio_overseer import (
     STDERR,
@@ -914,6 +924,24 @@ TestRandomPrograms.settings = settings(PROFILE, stateful_step_count=16)
 
 
 # --- bugs found by the random programs and the soak, as plain tests ---
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design gap (found by the soak): escaped descendants of a run that ended "
+    "without stop() are swept only when the Overseer closes, so each restart of a "
+    "failing launcher leaves one more daemon behind",
+)
+async def test_restarts_do_not_pile_up_escaped_descendants() -> None:
+    mark = f"restarts-{os.getpid()}-{id(object())}"
+    async with open_overseer(handle_signals=False, backoff_base=0.01) as ovr:
+        ovr.add(
+            "p", PY, SPAWN_ESCAPED_THEN_EXIT_1, retry_times=3, env=tagged_env(**{MARK_VAR: mark})
+        )
+        with trio.fail_after(T):
+            assert await ovr.supervise("p") == 1  # 4 runs, each leaving a daemon
+        # At most the last run's daemon may be left (nothing restarts after it).
+        assert len(marked_pids(mark)) <= 1, [describe(pid) for pid in marked_pids(mark)]
 
 
 @pytest.mark.xfail(

@@ -254,3 +254,18 @@ SPAWN_ESCAPED_LETTING_GO = python(
         time.sleep(3600)
     """
 )
+
+
+#: Starts a grandchild that escaped the group (setsid), with its output to
+#: /dev/null (no pipe held open), then exits 1: a launcher that fails and
+#: leaves a daemon behind.
+SPAWN_ESCAPED_THEN_EXIT_1 = python(
+    f"""
+    import subprocess, sys
+    argv = [sys.executable, "-I", "-S", "-c", {_SLEEPER!r}]
+    subprocess.Popen(
+        argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    sys.exit(1)
+    """
+)
