@@ -43,7 +43,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
-import pytest
 import trio
 import trio.testing
 from children import (
@@ -926,12 +925,6 @@ TestRandomPrograms.settings = settings(PROFILE, stateful_step_count=16)
 # --- bugs found by the random programs and the soak, as plain tests ---
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design gap (found by the soak): escaped descendants of a run that ended "
-    "without stop() are swept only when the Overseer closes, so each restart of a "
-    "failing launcher leaves one more daemon behind",
-)
 async def test_restarts_do_not_pile_up_escaped_descendants() -> None:
     mark = f"restarts-{os.getpid()}-{id(object())}"
     async with open_overseer(handle_signals=False, backoff_base=0.01) as ovr:
@@ -944,13 +937,6 @@ async def test_restarts_do_not_pile_up_escaped_descendants() -> None:
         assert len(marked_pids(mark)) <= 1, [describe(pid) for pid in marked_pids(mark)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the sweep of a stop() that came while a dead leader's pipes drain runs in "
-    "the drain scope, which the last pump cancels at EOF: a descendant that closes the "
-    "pipes on SIGTERM ends the sweep before SIGKILL (it lives on until the Overseer "
-    "closes), and one that is still exiting is reported gone (flaky test below)",
-)
 async def test_sweep_is_not_cut_short_when_the_pipes_close() -> None:
     async with open_overseer(handle_signals=False, stop_timeout=0.5) as ovr:
         ovr.add("p", PY, SPAWN_ESCAPED_LETTING_GO)
@@ -977,11 +963,6 @@ async def test_removed_procs_leave_no_logger_behind() -> None:
         assert set(loggers) - before == set()
 
 
-@pytest.mark.xfail(
-    strict=False,  # flaky while the bug lasts: strict again once it is fixed
-    reason="bug (flaky): as test_sweep_is_not_cut_short_when_the_pipes_close; the "
-    "escaped one, still exiting (state R) when the pipes close, is reported gone",
-)
 async def test_stop_after_the_leader_died_sweeps_escaped_descendants() -> None:
     async with open_overseer(handle_signals=False, stop_timeout=0.5) as ovr:
         ovr.add("p", PY, SPAWN_TREE)

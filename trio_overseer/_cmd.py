@@ -456,7 +456,10 @@ class Cmd:
         with trio.CancelScope(shield=True, deadline=deadline) as drain:
             self._drain_scope = drain
             await self._stop_event.wait()
-            drain.deadline = math.inf  # the sweep is bounded by itself
+            # From here the sweep runs to its end (it is bounded by itself),
+            # even when the pipes close as the escaped ones let go of them.
+            self._drain_scope = None
+            drain.deadline = math.inf
             await self._sweep_escaped()
         self._drain_scope = None
 

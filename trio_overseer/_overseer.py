@@ -476,6 +476,9 @@ class Overseer:
                 exit_code = status.exit
                 if rec.restart_in is None or rec.stop_requested:
                     break
+                # Before a restart, end what the failed run left outside its
+                # group (daemons would pile up, one per run, until we close).
+                await cmd._sweep_escaped()
                 delay = rec.restart_in
         finally:
             if rec.done is token and rec.supervising:
