@@ -453,21 +453,28 @@ class Overseer:
         exit_code = -1
         try:
             delay = rec.cmd.delay_start
-            first = True
+            failed: Cmd | None = None  # the run before a restart
             while True:
                 # The last run's final state stays visible during the wait.
-                if delay > 0 and not rec.stop_requested:
+                if (delay > 0 or failed is not None) and not rec.stop_requested:
                     with trio.CancelScope() as scope:
                         rec.wait_scope = scope
-                        await trio.sleep(delay)
+                        until = trio.current_time() + delay
+                        if failed is not None:
+                            # End what the failed run left outside its group
+                            # (daemons would pile up, one per run, until we
+                            # close).  A stop() meanwhile ends the supervision
+                            # at once; the sweep still finishes (bounded).
+                            with trio.CancelScope(shield=True):
+                                await failed._sweep_escaped()
+                        await trio.sleep_until(until)
                     if rec.wait_scope is scope:
                         rec.wait_scope = None
                 if rec.stop_requested or rec.done is not token:
                     break
-                cmd = rec.cmd if rec.cmd.is_initial_state() else self._renew(rec)
-                if not first:
+                if failed is not None:
                     rec.restarts += 1
-                first = False
+                cmd = rec.cmd if rec.cmd.is_initial_state() else self._renew(rec)
                 if reported:
                     status = await cmd.run()
                 else:
@@ -476,10 +483,8 @@ class Overseer:
                 exit_code = status.exit
                 if rec.restart_in is None or rec.stop_requested:
                     break
-                # Before a restart, end what the failed run left outside its
-                # group (daemons would pile up, one per run, until we close).
-                await cmd._sweep_escaped()
                 delay = rec.restart_in
+                failed = cmd
         finally:
             if rec.done is token and rec.supervising:
                 self._release(rec)
