@@ -22,6 +22,7 @@ run is published before its final state.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -49,6 +50,14 @@ _TAG_KEY = TAG_VAR.encode()
 _DRAIN_GRACE = 1.0  # seconds to reach EOF once the group is gone
 _KILL_WAIT = 5.0  # seconds for SIGKILLed processes to disappear before giving up
 _POLL_MIN, _POLL_MAX = 0.001, 0.05  # backoff of the group-gone check (no event exists)
+
+_SPAWN_HINTS = {
+    errno.EAGAIN: "the limit on processes, RLIMIT_NPROC, may be reached",
+    errno.EMFILE: "this process has used up its open files, RLIMIT_NOFILE",
+    errno.ENFILE: "the system has used up its open files",
+    errno.E2BIG: "the arguments and environment are too large for exec",
+    errno.ENOMEM: "out of memory",
+}
 
 StateHook = Callable[["Cmd"], None]
 OutputHook = Callable[["Cmd", int, list[str]], None]
@@ -381,6 +390,8 @@ class Cmd:
             cause = exc.strerror or str(exc)
             if exc.filename is not None:
                 cause = f"{cause}: {exc.filename!r}"
+            if hint := _SPAWN_HINTS.get(exc.errno or 0):
+                cause = f"{cause} ({hint})"
         else:
             cause = str(exc)
         return f"cannot start {self.name!r}{where}: {cause}"
