@@ -4,6 +4,7 @@ The public API is exactly the names re-exported here: those of docs/api.md,
 plus the documented extensions (`NotReadyError`).
 """
 
+from ._block import open_overseer as open_overseer
 from ._cmd import Cmd as Cmd
 from ._errors import CmdAlreadyStartedError as CmdAlreadyStartedError
 from ._errors import OverseerError as OverseerError
@@ -11,7 +12,6 @@ from ._errors import ProcExistsError as ProcExistsError
 from ._errors import ProcRunningError as ProcRunningError
 from ._errors import UnknownProcError as UnknownProcError
 from ._overseer import Overseer as Overseer
-from ._overseer import open_overseer as open_overseer
 from ._ready import NotReadyError as NotReadyError
 from ._records import STDERR as STDERR
 from ._records import STDOUT as STDOUT

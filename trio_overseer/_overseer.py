@@ -20,7 +20,6 @@ many procs spread out without ever hammering).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -32,8 +31,8 @@ import signal as _signal
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import attrs
 import trio
@@ -139,7 +138,6 @@ class Overseer:
     _active: int = attrs.field(init=False, default=0)  # supervisions in progress
     _idle: trio.Event = attrs.field(init=False, factory=trio.Event)  # set while _active == 0
     _stopping: bool = attrs.field(init=False, default=False)
-    _got_signal: int | None = attrs.field(init=False, default=None)  # what ended the block
     _random: random.Random = attrs.field(init=False)
     # Every child carries the tag "<_token>.<run>" (see _sweep); the watchdog
     # kills them all if this process dies without cleaning up.
@@ -724,115 +722,31 @@ class Overseer:
             prefix = (self._token + ".").encode()
             await self._scanner.sweep(prefix, _signal.SIGTERM, self.stop_timeout)
 
-    async def _end_block_on_signals(
-        self,
-        scope: trio.CancelScope,
-        body: trio.CancelScope,
-        *,
-        task_status: trio.TaskStatus[None],
-    ) -> None:
-        sigs = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
-        with scope, trio.open_signal_receiver(*sigs) as signals:
-            task_status.started()
-            async with trio.open_nursery() as nursery:
-                async for sig in signals:
-                    if self._got_signal is None:
-                        self._got_signal = sig
-                        logger.warning(
-                            "received %s: stopping every proc (again to kill)", signal_name(sig)
-                        )
-                        self.stop_all()
-                        nursery.start_soon(self._cancel_when_idle, body)
-                    else:
-                        logger.warning("received %s again: killing every proc", signal_name(sig))
-                        self.stop_all(kill=True)
+    # -- the block (see _block.open_overseer) --------------------------------
 
-    async def _cancel_when_idle(self, body: trio.CancelScope) -> None:
+    def _enter_block(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._in_block = True
+
+    async def _exit_block(self) -> None:
+        """Stop every proc and wait for all (shielded, bounded), sweep, dismiss the watchdog."""
+        self._nursery = None  # start() is refused from here on
+        self.stop_all()
+        with trio.CancelScope(shield=True) as cleanup:
+            cleanup.deadline = trio.current_time() + self._max_stop_time()
+            await self._idle.wait()
+        if cleanup.cancelled_caught:
+            logger.error("procs still running after %s s of cleanup", self._max_stop_time())
+        await self._shutdown()
+        if self._watchdog is not None:
+            self._watchdog.close()
+            self._watchdog = None
+        self._in_block = False
+
+    def _close_subscribers(self) -> None:
+        self._states.close_all()
+        self._logs.close_all()
+
+    async def _wait_idle(self) -> None:
+        """Until no proc is supervised."""
         await self._idle.wait()
-        body.cancel()
-
-
-def _reraise(exc: BaseException) -> NoReturn:
-    """Raise `exc` again, keeping its own cause and context."""
-    cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
-    try:
-        raise exc
-    finally:
-        exc.__cause__, exc.__context__ = cause, context
-        exc.__suppress_context__ = suppress
-        del exc
-
-
-def _die_of(sig: int) -> NoReturn:
-    """End this process by `sig`, as it would have without our handler."""
-    _signal.signal(sig, _signal.SIG_DFL)
-    os.kill(os.getpid(), sig)
-    raise SystemExit(128 + sig)  # pragma: no cover - only if the signal is blocked
-
-
-@contextlib.asynccontextmanager
-async def open_overseer(
-    *,
-    stop_timeout: float = 5.0,
-    handle_signals: bool = True,
-    backoff_base: float = 0.1,
-    backoff_max: float = 30.0,
-    seed: int | None = None,
-) -> AsyncIterator[Overseer]:
-    """Open an Overseer whose procs cannot outlive the block.
-
-    Leaving the block by any path stops every proc (stop signal, SIGKILL after
-    its stop_timeout) and reaps it before the block exits, then closes every
-    subscriber channel.  With `handle_signals` (main thread only), SIGINT,
-    SIGTERM or SIGHUP stop every proc gracefully (a second one kills); then
-    the block raises KeyboardInterrupt for SIGINT, and for SIGTERM/SIGHUP the
-    program dies of that signal.
-
-    Cancellation: as any other way out of the block.
-    """
-    ovr = Overseer(
-        stop_timeout=stop_timeout,
-        handle_signals=handle_signals,
-        backoff_base=backoff_base,
-        backoff_max=backoff_max,
-        seed=seed,
-    )
-    body_exc: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            ovr._nursery = nursery
-            ovr._in_block = True
-            if handle_signals and _in_main_thread():
-                await nursery.start(
-                    ovr._end_block_on_signals, trio.CancelScope(), nursery.cancel_scope
-                )
-            try:
-                yield ovr
-            except BaseException as exc:
-                body_exc = exc
-                raise
-            finally:
-                ovr._nursery = None
-                ovr.stop_all()
-                with trio.CancelScope(shield=True) as cleanup:
-                    cleanup.deadline = trio.current_time() + ovr._max_stop_time()
-                    await ovr._idle.wait()
-                if cleanup.cancelled_caught:
-                    logger.error("procs still running after %s s of cleanup", ovr._max_stop_time())
-                await ovr._shutdown()
-                if ovr._watchdog is not None:
-                    ovr._watchdog.close()
-                    ovr._watchdog = None
-                ovr._in_block = False
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if body_exc is not None and group.exceptions == (body_exc,):
-            _reraise(body_exc)
-        raise
-    finally:
-        ovr._states.close_all()
-        ovr._logs.close_all()
-    if ovr._got_signal == _signal.SIGINT:
-        raise KeyboardInterrupt
-    if ovr._got_signal is not None:
-        _die_of(ovr._got_signal)

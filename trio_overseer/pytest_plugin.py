@@ -31,8 +31,9 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
+from ._block import open_overseer
 from ._errors import ProcRunningError, UnknownProcError
-from ._overseer import Overseer, open_overseer
+from ._overseer import Overseer
 from ._ready import format_lines
 from ._records import LogMsg, ProcessInfo
 from ._state import FINAL_STATES, State

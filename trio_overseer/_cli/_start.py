@@ -34,7 +34,8 @@ from typing import Any, TextIO
 import attrs
 import trio
 
-from .._overseer import Overseer, open_overseer
+from .._block import open_overseer
+from .._overseer import Overseer
 from .._records import ProcessInfo
 from .._spawn import signal_name
 from .._state import State
