@@ -105,51 +105,29 @@ def pids_in(lines: list[str]) -> list[int]:
     ]
 
 
-class Lines:
-    """Lines of a stream collected in the background, with a way to wait for one."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.closed = False
-        self._changed = trio.Event()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+class Lines(children.Lines):
+    """Lines of the tool's output: waits match a regex and time out."""
 
     async def pump(self, stream: trio.abc.ReceiveStream) -> None:
         buffer = b""
         while data := await stream.receive_some():
             buffer += data
             *complete, buffer = buffer.split(b"\n")
-            self.lines.extend(raw.decode(errors="replace").rstrip("\r") for raw in complete)
-            self._wake()
+            for raw in complete:
+                self.add(raw.decode(errors="replace").rstrip("\r"))
         if buffer:
-            self.lines.append(buffer.decode(errors="replace"))
-        self.closed = True
-        self._wake()
+            self.add(buffer.decode(errors="replace"))
+        self.close()
 
-    async def wait_for(self, pattern: str | Callable[[str], bool], timeout: float = T) -> str:
+    async def wait_for(  # type: ignore[override]
+        self, pattern: str | Callable[[str], bool], timeout: float = T
+    ) -> str:
         """The first line matching the regex (or predicate); fails at EOF or timeout."""
-        pred = (
-            (lambda line: re.search(pattern, line) is not None)
-            if isinstance(pattern, str)
-            else pattern
-        )
-        seen = 0
+        if isinstance(pattern, str):
+            regex = pattern
+            pattern = lambda line: re.search(regex, line) is not None  # noqa: E731
         with trio.fail_after(timeout):
-            while True:
-                for line in self.lines[seen:]:
-                    if pred(line):
-                        return line
-                seen = len(self.lines)
-                if self.closed:
-                    raise AssertionError(f"no line matched {pattern!r}; got {self.lines!r}")
-                await self._changed.wait()
-
-    async def wait_closed(self) -> None:
-        while not self.closed:
-            await self._changed.wait()
+            return await super().wait_for(pattern)
 
     @property
     def text(self) -> str:
