@@ -953,6 +953,17 @@ async def test_sweep_is_not_cut_short_when_the_pipes_close() -> None:
         assert not pid_alive(escaped), "the stopped run's escaped descendant outlived it"
 
 
+async def test_remove_sweeps_what_the_last_run_left() -> None:
+    mark = f"remove-{os.getpid()}-{id(object())}"
+    async with open_overseer(handle_signals=False, stop_timeout=0.5) as ovr:
+        ovr.add("p", PY, SPAWN_ESCAPED_THEN_EXIT_1, env=tagged_env(**{MARK_VAR: mark}))
+        with trio.fail_after(T):
+            assert await ovr.supervise("p") == 1  # no restart: its daemon lives on
+            [daemon] = marked_pids(mark)  # Popen returned after its exec
+            ovr.remove("p")
+            await wait_pid_gone(daemon)
+
+
 async def test_removed_procs_leave_no_logger_behind() -> None:
     loggers = logging.Logger.manager.loggerDict
     async with open_overseer(handle_signals=False) as ovr:

@@ -237,6 +237,9 @@ class Overseer:
     def remove(self, id: str) -> None:
         """Unregister a proc that is not running.
 
+        In an open block, what its last run left outside its process group
+        (daemons) is stopped in the background.
+
         Raises:
           UnknownProcError: `id` is not registered.
           ProcRunningError: it is running or supervised; stop() it and wait first.
@@ -247,6 +250,10 @@ class Overseer:
                 f"proc {id!r} is running; stop it and wait for it to end before remove()"
             )
         del self._procs[id]
+        if self._nursery is not None and rec.cmd.is_final_state():
+            # What its last run left outside its group goes with the proc
+            # (in the background: remove() never blocks).
+            self._nursery.start_soon(rec.cmd._sweep_escaped)
 
     def list_all(self) -> list[str]:
         """Every registered id, sorted."""
