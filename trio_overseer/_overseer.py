@@ -653,6 +653,8 @@ class Overseer:
 
         Every transition is seen, even one that lasts no time at all.
 
+        Cancellation: safe; nothing is left waiting.
+
         Raises:
           UnknownProcError: `id` is not registered.
           TimeoutError: not reached within `timeout` seconds.
@@ -681,6 +683,8 @@ class Overseer:
 
         Lines already printed by the current run count too (the last
         200 are kept).
+
+        Cancellation: safe; nothing is left waiting.
 
         Raises:
           UnknownProcError: `id` is not registered.
