@@ -252,3 +252,47 @@ def proc_rss_kib(pid: int) -> int:
         if line.startswith(b"VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+async def start_raw_sleeper(nursery: Any, seconds: str = "1000") -> Any:
+    """The raw-Trio baseline of one supervised sleeper: ``run_process`` in its own
+    process group, output captured, as trio_overseer does it."""
+    import functools
+    import subprocess
+
+    import trio
+
+    return await nursery.start(
+        functools.partial(
+            trio.run_process,
+            ["sleep", seconds],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            capture_stdout=True,
+            capture_stderr=True,
+            process_group=0,
+        )
+    )
+
+
+async def timed_stop_all(ovr: Any, ids: list[str], check: Check, exit_code: int) -> float:
+    """``stop_all()`` until every proc reached a final state; check they were
+    interrupted with `exit_code`; return the seconds it took."""
+    from trio_overseer import State
+
+    final = (State.INTERRUPTED, State.FINISHED, State.FATAL)
+    t0 = time.perf_counter()
+    ovr.stop_all()
+    for id in ids:
+        await ovr.wait_for_state(id, *final, timeout=30)
+    elapsed = time.perf_counter() - t0
+    infos = [ovr.status(id) for id in ids]
+    check.expect(
+        all(i.state is State.INTERRUPTED for i in infos),
+        f"states {sorted({i.state.value for i in infos})}",
+    )
+    check.expect(
+        all(i.exit_code == exit_code for i in infos),
+        f"exit codes {sorted({i.exit_code for i in infos})}",
+    )
+    return elapsed

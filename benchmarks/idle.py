@@ -16,11 +16,10 @@ window, all interrupted and gone afterwards, no survivor.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
-from benchmarks._common import Check, cpu_seconds, helper_pids, proc_cpu_seconds
+from benchmarks._common import Check, cpu_seconds, helper_pids, proc_cpu_seconds, start_raw_sleeper
 from benchmarks._spec import Bench, Target, Variant
 
 N = 100
@@ -90,7 +89,6 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def m_trio(p: dict[str, Any]) -> dict[str, Any]:
-    import functools
 
     import trio
 
@@ -102,19 +100,7 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             for _ in range(n):
-                procs.append(
-                    await nursery.start(
-                        functools.partial(
-                            trio.run_process,
-                            ["sleep", "1000"],
-                            check=False,
-                            stdin=subprocess.DEVNULL,
-                            capture_stdout=True,
-                            capture_stderr=True,
-                            process_group=0,
-                        )
-                    )
-                )
+                procs.append(await start_raw_sleeper(nursery))
             out["ms"], out["helper"] = await _window(window)
             check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended")
             nursery.cancel_scope.cancel()

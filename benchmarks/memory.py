@@ -15,10 +15,16 @@ running at the measurement, all gone afterwards, no survivor.
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
-from benchmarks._common import Check, helper_pids, proc_rss_kib, raise_nofile, rss_kib
+from benchmarks._common import (
+    Check,
+    helper_pids,
+    proc_rss_kib,
+    raise_nofile,
+    rss_kib,
+    start_raw_sleeper,
+)
 from benchmarks._spec import Bench, Target, Variant
 
 
@@ -80,7 +86,6 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def m_trio(p: dict[str, Any]) -> dict[str, Any]:
-    import functools
 
     import trio
 
@@ -94,19 +99,7 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
         base = rss_kib()
         async with trio.open_nursery() as nursery:
             for _ in range(n):
-                procs.append(
-                    await nursery.start(
-                        functools.partial(
-                            trio.run_process,
-                            ["sleep", "1000"],
-                            check=False,
-                            stdin=subprocess.DEVNULL,
-                            capture_stdout=True,
-                            capture_stderr=True,
-                            process_group=0,
-                        )
-                    )
-                )
+                procs.append(await start_raw_sleeper(nursery))
             rss = rss_kib()
             check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended")
             out["result"] = _result(check, base, rss, n)

@@ -20,11 +20,10 @@ survivor, no zombie.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
-from benchmarks._common import Check
+from benchmarks._common import Check, start_raw_sleeper
 from benchmarks._peers import SLEEP_SECONDS, launch_until_children
 from benchmarks._spec import Bench, Target, Variant
 
@@ -136,7 +135,6 @@ def m_ovr_all(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def m_trio(p: dict[str, Any]) -> dict[str, Any]:
-    import functools
 
     import trio
 
@@ -149,19 +147,7 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
             t0 = time.perf_counter()
             for _ in range(n):
-                procs.append(
-                    await nursery.start(
-                        functools.partial(
-                            trio.run_process,
-                            ["sleep", SLEEP_SECONDS],
-                            check=False,
-                            stdin=subprocess.DEVNULL,
-                            capture_stdout=True,
-                            capture_stderr=True,
-                            process_group=0,
-                        )
-                    )
-                )
+                procs.append(await start_raw_sleeper(nursery, SLEEP_SECONDS))
             out["t"] = time.perf_counter() - t0
             check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended early")
             nursery.cancel_scope.cancel()

@@ -18,7 +18,7 @@ import subprocess
 import time
 from typing import Any
 
-from benchmarks._common import Check
+from benchmarks._common import Check, timed_stop_all
 from benchmarks._spec import Bench, Target, Variant
 
 N = 100
@@ -44,12 +44,10 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
     import trio
 
     import trio_overseer
-    from trio_overseer import State
 
     n = p["n"]
     check = Check()
     out: dict[str, float] = {}
-    final = (State.INTERRUPTED, State.FINISHED, State.FATAL)
 
     async def main() -> None:
         async with trio_overseer.open_overseer() as ovr:
@@ -57,20 +55,7 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
             for id in ids:
                 ovr.add(id, "sleep", ["1000"])
                 await ovr.start(id)
-            t0 = time.perf_counter()
-            ovr.stop_all()
-            for id in ids:
-                await ovr.wait_for_state(id, *final, timeout=30)
-            out["t"] = time.perf_counter() - t0
-            infos = [ovr.status(id) for id in ids]
-            check.expect(
-                all(i.state is State.INTERRUPTED for i in infos),
-                f"states {sorted({i.state.value for i in infos})}",
-            )
-            check.expect(
-                all(i.exit_code == -signal.SIGTERM for i in infos),
-                f"exit codes {sorted({i.exit_code for i in infos})}",
-            )
+            out["t"] = await timed_stop_all(ovr, ids, check, -signal.SIGTERM)
 
     trio.run(main)
     check.no_survivors()

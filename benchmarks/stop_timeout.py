@@ -14,10 +14,9 @@ survivor, no zombie.
 from __future__ import annotations
 
 import signal
-import time
 from typing import Any
 
-from benchmarks._common import Check
+from benchmarks._common import Check, timed_stop_all
 from benchmarks._spec import Bench, Target, Variant
 
 N = 100
@@ -58,12 +57,10 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
     import trio
 
     import trio_overseer
-    from trio_overseer import State
 
     n, timeout = p["n"], p["timeout"]
     check = Check()
     out: dict[str, float] = {}
-    final = (State.INTERRUPTED, State.FINISHED, State.FATAL)
 
     async def main() -> None:
         async with trio_overseer.open_overseer(stop_timeout=timeout) as ovr:
@@ -73,20 +70,7 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
                 await ovr.start(id)
             for id in ids:
                 await ovr.wait_for_log(id, "ready", timeout=30)
-            t0 = time.perf_counter()
-            ovr.stop_all()
-            for id in ids:
-                await ovr.wait_for_state(id, *final, timeout=30)
-            out["t"] = time.perf_counter() - t0
-            infos = [ovr.status(id) for id in ids]
-            check.expect(
-                all(i.state is State.INTERRUPTED for i in infos),
-                f"states {sorted({i.state.value for i in infos})}",
-            )
-            check.expect(
-                all(i.exit_code == -signal.SIGKILL for i in infos),
-                f"exit codes {sorted({i.exit_code for i in infos})}",
-            )
+            out["t"] = await timed_stop_all(ovr, ids, check, -signal.SIGKILL)
 
     trio.run(main)
     check.no_survivors()
