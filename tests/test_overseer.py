@@ -1104,3 +1104,15 @@ async def test_block_exit_cancels_pending_restart() -> None:
         assert trio.current_time() - start < 10  # did not wait the 15..30 s backoff
     assert info.exit_code == 1
     assert ovr.status("p").restarts == 0
+
+
+async def test_backoff_never_overflows() -> None:
+    # 2.0 ** 1024 overflows a float: the delay of the 1025th restart must still
+    # be computed (once capped by backoff_max, the exponent no longer matters).
+    retries = 1100
+    async with overseer(backoff_max=0.0) as ovr:
+        ovr.add("p", "false", retry_times=retries)
+        with trio.fail_after(120):
+            assert await ovr.supervise("p") == 1
+        info = ovr.status("p")
+    assert (info.state, info.restarts, info.restart_in) == (State.FINISHED, retries, None)

@@ -28,6 +28,7 @@ import re
 import secrets
 import shlex
 import signal as _signal
+import sys
 import threading
 import time
 from collections import deque
@@ -50,6 +51,7 @@ from ._watchdog import Watchdog
 logger = logging.getLogger("trio_overseer")
 
 _TAIL_LINES = 200  # recent lines kept per proc for wait_for_log and error reports
+_MAX_EXPONENT = sys.float_info.max_exp - 1  # 2.0 ** 1024 raises OverflowError
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -108,6 +110,13 @@ def _out_logger(rec: _Proc) -> logging.Logger | None:
         else:
             return None
     return rec.out_log if rec.out_log.isEnabledFor(logging.INFO) else None
+
+
+def _backoff_step(base: float, cap: float, k: int) -> float:
+    """``min(cap, base * 2 ** k)`` for any k: ``2.0 ** k`` alone overflows past 1023."""
+    if k >= _MAX_EXPONENT:  # base * 2 ** 1023 already exceeds any cap that matters
+        return min(cap, sys.float_info.max) if base > 0 else 0.0
+    return min(cap, base * 2.0**k, sys.float_info.max)
 
 
 def _in_main_thread() -> bool:
@@ -344,7 +353,7 @@ class Overseer:
             return None
         if rec.restarts >= cmd.retry_times:  # cmd.stop() zeroed retry_times
             return None
-        step = min(self.backoff_max, self.backoff_base * 2.0**rec.restarts)
+        step = _backoff_step(self.backoff_base, self.backoff_max, rec.restarts)
         return cmd.delay_start + self._random.uniform(step / 2, step)
 
     def _log_state(self, info: ProcessInfo) -> None:
