@@ -22,6 +22,7 @@ from children import (
     EXIT_42,
     IGNORE_SIGTERM,
     PY,
+    SLEEP_FOREVER,
     TRAP_SIGTERM_WRITE,
     Lines,
     pid_alive,
@@ -105,6 +106,62 @@ async def main():
 trio.run(main)
 print("main returned", flush=True)
 """
+
+
+#: The application handles SIG itself, around the block: the block must not
+#: take it.  On SIG it reports the children's states (still running: nobody
+#: stopped them), leaves the block (which stops them) and exits 7.
+APP_HANDLES_BLOCK_PROGRAM = """
+async def main():
+    with trio.open_signal_receiver(SIG) as signals:
+        async with trio_overseer.open_overseer(stop_timeout=STOP_TIMEOUT) as ovr:
+            async with trio.open_nursery() as nursery:
+                watch(ovr, nursery)
+                for id, args in CHILDREN.items():
+                    ovr.add(id, sys.executable, args)
+                    await ovr.start(id)
+                async for sig in signals:
+                    states = [ovr.status(id).state.value for id in CHILDREN]
+                    print("app got", signal.Signals(sig).name, *states, flush=True)
+                    break
+                nursery.cancel_scope.cancel()
+    print("block left", flush=True)
+
+
+trio.run(main)
+sys.exit(7)
+"""
+
+#: The same around supervise_all() without a block: the application decides
+#: to stop everything itself, then exits 7.
+APP_HANDLES_SUPERVISE_ALL_PROGRAM = """
+async def on_signal(ovr, signals):
+    async for sig in signals:
+        states = [ovr.status(id).state.value for id in CHILDREN]
+        print("app got", signal.Signals(sig).name, *states, flush=True)
+        ovr.stop_all()
+
+
+async def main():
+    ovr = trio_overseer.Overseer(stop_timeout=STOP_TIMEOUT)
+    for id, args in CHILDREN.items():
+        ovr.add(id, sys.executable, args)
+    with trio.open_signal_receiver(SIG) as signals:
+        async with trio.open_nursery() as nursery:
+            watch(ovr, nursery)
+            nursery.start_soon(on_signal, ovr, signals)
+            await ovr.supervise_all()
+            print("supervise_all returned", flush=True)
+            nursery.cancel_scope.cancel()
+
+
+trio.run(main)
+sys.exit(7)
+"""
+
+#: SIGHUP ignored by the application (SIG_IGN is not the default): the block
+#: leaves it alone, and still takes SIGTERM, which it found at its default.
+IGNORES_SIGHUP_PROGRAM = "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" + BLOCK_PROGRAM
 
 
 @attrs.define
@@ -235,6 +292,61 @@ async def test_supervise_all_second_signal_kills(tmp_path: Path, sig: signal.Sig
         assert f"state {id} interrupted {pids[list(children).index(id)]} signal: SIGKILL" in (
             prog.out.lines
         ), prog.out.lines
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
+async def test_block_leaves_a_signal_the_application_handles(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    markers = {id: tmp_path / f"{id}.marker" for id in ("a", "b")}
+    children = {id: TRAP_SIGTERM_WRITE(path) for id, path in markers.items()}
+    body = f"SIG = signal.{sig.name}\n" + APP_HANDLES_BLOCK_PROGRAM
+    with trio.fail_after(T):
+        async with program(tmp_path, body, children, stop_timeout=10.0) as prog:
+            pids = [await prog.child_ready(id) for id in children]
+            prog.proc.send_signal(sig)
+            returncode = await prog.end()
+    # The application got the signal while its procs still ran, and ended
+    # as it decided; leaving the block stopped the procs as usual.
+    assert returncode == 7, (prog.out.lines, prog.stderr())
+    assert f"app got {sig.name} running running" in prog.out.lines, prog.out.lines
+    assert "block left" in prog.out.lines
+    assert "KeyboardInterrupt" not in prog.stderr()
+    assert [path.read_text() for path in markers.values()] == ["SIGTERM", "SIGTERM"]
+    assert not any(map(pid_alive, pids))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=str)
+async def test_supervise_all_leaves_a_signal_the_application_handles(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    children = {"a": SLEEP_FOREVER, "b": SLEEP_FOREVER}
+    body = f"SIG = signal.{sig.name}\n" + APP_HANDLES_SUPERVISE_ALL_PROGRAM
+    with trio.fail_after(T):
+        async with program(tmp_path, body, children, stop_timeout=10.0) as prog:
+            pids = [await prog.child_ready(id) for id in children]
+            prog.proc.send_signal(sig)
+            returncode = await prog.end()
+    assert returncode == 7, (prog.out.lines, prog.stderr())
+    assert f"app got {sig.name} running running" in prog.out.lines, prog.out.lines
+    assert "supervise_all returned" in prog.out.lines
+    assert not any(map(pid_alive, pids))
+
+
+async def test_block_leaves_an_ignored_signal_and_takes_a_default_one(tmp_path: Path) -> None:
+    markers = {id: tmp_path / f"{id}.marker" for id in ("a", "b")}
+    children = {id: TRAP_SIGTERM_WRITE(path) for id, path in markers.items()}
+    with trio.fail_after(T):
+        async with program(tmp_path, IGNORES_SIGHUP_PROGRAM, children, stop_timeout=10.0) as prog:
+            pids = [await prog.child_ready(id) for id in children]
+            prog.proc.send_signal(signal.SIGHUP)  # ignored, as the application asked
+            # SIGTERM (default handling) is taken: graceful stop, then death by
+            # it.  Had SIGHUP been taken, the program would die of SIGHUP.
+            prog.proc.send_signal(signal.SIGTERM)
+            returncode = await prog.end()
+    assert returncode == -signal.SIGTERM, (prog.out.lines, prog.stderr())
+    assert [path.read_text() for path in markers.values()] == ["SIGTERM", "SIGTERM"]
+    assert not any(map(pid_alive, pids))
 
 
 async def test_handle_signals_outside_main_thread_is_ignored() -> None:

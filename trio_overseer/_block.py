@@ -12,6 +12,12 @@ then cancels the body; once the cleanup is done the block ends as the
 signal would have ended the program: KeyboardInterrupt for SIGINT, death by
 the signal itself for SIGTERM and SIGHUP.  Python's default SIGTERM would
 have skipped every `finally`, so every child would have leaked.
+
+A library must not take a signal the application handles: only the signals
+whose handler is still the default one when the block is entered are taken
+(`_left_to_default`).  One the application handles (its own handler,
+SIG_IGN, an open `trio.open_signal_receiver`) stays the application's, and
+the block then ends only the way the application ends it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import NoReturn
 
 import trio
 
-from ._overseer import Overseer, _in_main_thread
+from ._overseer import Overseer, _in_main_thread, _left_to_default
 from ._spawn import signal_name
 
 logger = logging.getLogger("trio_overseer")
@@ -65,8 +71,9 @@ async def open_overseer(
     try:
         async with trio.open_nursery() as nursery:
             ovr._enter_block(nursery)
-            if handle_signals and _in_main_thread():
-                await nursery.start(_end_on_signals, ovr, received, nursery.cancel_scope)
+            signals = _left_to_default(*_BLOCK_SIGNALS) if handle_signals else ()
+            if signals and _in_main_thread():
+                await nursery.start(_end_on_signals, ovr, signals, received, nursery.cancel_scope)
             try:
                 yield ovr
             except BaseException as exc:
@@ -90,16 +97,17 @@ async def open_overseer(
 
 async def _end_on_signals(
     ovr: Overseer,
+    signals: tuple[int, ...],
     received: list[int],
     body: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[None],
 ) -> None:
     """First signal: stop all, then end the body once idle; second: kill all."""
-    with trio.open_signal_receiver(*_BLOCK_SIGNALS) as signals:
+    with trio.open_signal_receiver(*signals) as arriving:
         task_status.started()
         async with trio.open_nursery() as nursery:
-            async for sig in signals:
+            async for sig in arriving:
                 if not received:
                     received.append(sig)
                     logger.warning(

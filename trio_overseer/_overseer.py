@@ -123,6 +123,27 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _left_to_default(*signals: int) -> tuple[int, ...]:
+    """Those of `signals` whose handler is still the default one: ours to take.
+
+    Default means SIG_DFL, Python's own SIGINT handler, or the handler by
+    which ``trio.run`` turns that one into KeyboardInterrupt (it installs it
+    only where it found Python's).  A handler the application installed
+    (SIG_IGN, its own function, an open ``trio.open_signal_receiver``) is
+    never replaced: the application keeps that signal.
+    """
+    free = []
+    for sig in signals:
+        handler = _signal.getsignal(sig)
+        if (
+            handler == _signal.SIG_DFL
+            or handler is _signal.default_int_handler
+            or getattr(handler, "__module__", None) == "trio._core._ki"
+        ):
+            free.append(sig)
+    return tuple(free)
+
+
 @attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)  # see Cmd
 class Overseer:
     """Registry and supervisor of named procs.
@@ -512,7 +533,9 @@ class Overseer:
         Procs already supervised (by `start()`) are waited for, not started
         again.  Without an open block, and with `handle_signals` in the main
         thread, a SIGINT or SIGTERM meanwhile means `stop_all()`, a second one
-        `stop_all(kill=True)`.  Can be called again later.
+        `stop_all(kill=True)`; only a signal still at its default handling
+        when the call begins is taken (one the application handles stays
+        the application's).  Can be called again later.
 
         Cancellation: every proc is stopped and reaped before it propagates.
         """
@@ -521,8 +544,9 @@ class Overseer:
             if own:
                 self._nursery = nursery
             watcher = trio.CancelScope()
-            if own and self.handle_signals and _in_main_thread():
-                await nursery.start(self._stop_on_signals, watcher)
+            signals = _left_to_default(_signal.SIGINT, _signal.SIGTERM)
+            if own and self.handle_signals and _in_main_thread() and signals:
+                await nursery.start(self._stop_on_signals, watcher, signals)
             try:
                 async with trio.open_nursery() as procs:
                     for rec in list(self._procs.values()):
@@ -539,12 +563,16 @@ class Overseer:
                         await self._shutdown()
 
     async def _stop_on_signals(
-        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+        self,
+        scope: trio.CancelScope,
+        signals: tuple[int, ...],
+        *,
+        task_status: trio.TaskStatus[None],
     ) -> None:
-        with scope, trio.open_signal_receiver(_signal.SIGINT, _signal.SIGTERM) as signals:
+        with scope, trio.open_signal_receiver(*signals) as received:
             task_status.started()
             count = 0
-            async for sig in signals:
+            async for sig in received:
                 count += 1
                 logger.warning(
                     "received %s: %s every proc",
