@@ -374,6 +374,49 @@ async def test_stopped_proc_is_not_restarted() -> None:
     assert (info.state, info.restarts) == (State.INTERRUPTED, 0)
 
 
+async def test_stop_shows_retry_times_0_until_the_next_start() -> None:
+    # As the contract and the Go original: stop() zeroes retry_times; the
+    # next start() begins with the configured budget again.
+    with trio.fail_after(T):
+        async with overseer() as ovr:
+            states = Recorder().watch_state(ovr)
+            ovr.add("p", PY, SLEEP_FOREVER, retry_times=2)
+            assert ovr.status("p").retry_times == 2
+            await ovr.start("p")
+            await ovr.wait_for_log("p", "ready")
+            assert ovr.status("p").retry_times == 2
+            ovr.stop("p")
+            await ovr.wait_for_state("p", *FINAL)
+            info = ovr.status("p")
+            assert (info.state, info.retry_times) == (State.INTERRUPTED, 0)
+            assert info.to_dict()["retryTimes"] == 0
+            # the events of the stop say so too
+            events = drain(states)[0]
+            assert [(i.state, i.retry_times) for i in events[-2:]] == [
+                (State.STOPPING, 0),
+                (State.INTERRUPTED, 0),
+            ]
+
+            running = await ovr.start("p")
+            assert running.retry_times == 2
+            await ovr.wait_for_log("p", "ready")
+            # The budget is back: a run killed from outside is restarted.
+            ovr.signal("p", signal.SIGKILL)
+            async for info in states:
+                if info.state is State.RUNNING and info.restarts == 1:
+                    assert info.retry_times == 2
+                    break
+
+
+async def test_stop_of_a_proc_that_is_not_running_shows_retry_times_0() -> None:
+    async with overseer() as ovr:
+        ovr.add("p", PY, EXIT_0, retry_times=4)
+        ovr.stop("p")
+        assert ovr.status("p").retry_times == 0
+        with trio.fail_after(T):
+            assert (await ovr.start("p")).retry_times == 4
+
+
 async def test_death_by_signal_is_restarted() -> None:
     # signal() is not stop(): a proc that dies of it has failed and is restarted
     rec = Recorder()

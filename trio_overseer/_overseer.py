@@ -71,7 +71,9 @@ class _Proc:
     out_log: logging.Logger | None = None  # made on first use: see Overseer._out_logger
     supervising: bool = False
     began: bool = False  # the supervision task has started running
-    stop_requested: bool = False  # stop() seen: no further run in this supervision
+    # stop() seen since the last start: no further run in this supervision,
+    # and status() shows retry_times 0 (as the Go original) until the next one.
+    stop_requested: bool = False
     wait_scope: trio.CancelScope | None = None  # the delay/backoff sleep, if any
     done: trio.Event = attrs.field(factory=trio.Event)  # set when a supervision ends
     restarts: int = 0
@@ -334,7 +336,7 @@ class Overseer:
             error=error,
             start_time=start_ts,
             delay_start=cmd.delay_start,
-            retry_times=rec.retry_times,
+            retry_times=0 if rec.stop_requested else rec.retry_times,
             restarts=rec.restarts,
             restart_in=rec.restart_in if cmd.state in FINAL_STATES else None,
         )
@@ -616,12 +618,15 @@ class Overseer:
     def stop(self, id: str, *, kill: bool = False) -> None:
         """Stop the proc and cancel any pending restart; sync, never blocks.
 
+        Its `retry_times` (as `status()` shows it) reads 0 until its next
+        start, which begins with the configured budget again.
+
         Raises:
           UnknownProcError: `id` is not registered.
         """
         rec = self._get(id)
+        rec.stop_requested = True  # before the Cmd announces "stopping"
         if rec.supervising:
-            rec.stop_requested = True
             rec.restart_in = None
             if rec.wait_scope is not None:  # between runs: nothing to wait for
                 rec.wait_scope.cancel()

@@ -78,7 +78,7 @@ class ProcessInfo:
     delay_start: float
     """Seconds waited before each start."""
     retry_times: int
-    """How many restarts on failure are allowed."""
+    """How many restarts on failure are allowed; 0 after `stop()` until the next start."""
     restarts: int = 0
     """Restarts done so far in the current supervision (extension of the Go API)."""
     restart_in: float | None = None
