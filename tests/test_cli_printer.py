@@ -14,15 +14,15 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_overseer import STDERR, STDOUT, LogMsg, ProcessInfo, State
-from trio_overseer._cli._client import format_status, log_msg, summary
+from trio_overseer import STDERR, STDOUT, LogBatch, ProcessInfo, State
+from trio_overseer._cli._client import format_status, log_batch, summary
 from trio_overseer._cli._control import RequestError, _peer_uid, parse_signal
 from trio_overseer._cli._printer import (
     Printer,
     describe_state,
     log_dict,
+    log_json,
     state_dict,
-    uniform_runs,
     want_colour,
 )
 
@@ -58,32 +58,31 @@ class FakeTTY(io.StringIO):
 
 def test_lines_are_prefixed_with_time_and_padded_id() -> None:
     printer = Printer(["web", "worker"])
-    batch = (LogMsg("web", STDOUT, "one", TS), LogMsg("web", STDOUT, "two", TS))
+    batch = LogBatch("web", STDOUT, TS, ("one", "two"))
     assert printer.lines(batch) == f"{HHMMSS} web     | one\n{HHMMSS} web     | two\n"
-    assert printer.lines((LogMsg("worker", STDERR, "oops", TS),)) == f"{HHMMSS} worker !| oops\n"
-    assert printer.lines(()) == ""
+    assert printer.lines(LogBatch("worker", STDERR, TS, ("oops",))) == f"{HHMMSS} worker !| oops\n"
+    assert printer.lines(LogBatch("web", STDOUT, TS, ())) == ""
 
 
-def test_mixed_batches_get_each_line_its_own_prefix() -> None:
+def test_each_batch_gets_its_own_prefix() -> None:
     printer = Printer(["a", "b"])
-    batch = (
-        LogMsg("a", STDOUT, "1", TS),
-        LogMsg("b", STDOUT, "2", TS),
-        LogMsg("b", STDERR, "3", TS),
-        LogMsg("b", STDERR, "4", TS),
+    batches = (
+        LogBatch("a", STDOUT, TS, ("1",)),
+        LogBatch("b", STDOUT, TS, ("2",)),
+        LogBatch("b", STDERR, TS, ("3", "4")),
+        LogBatch("a", STDOUT, TS, ("", "5")),
     )
-    assert printer.lines(batch) == (
+    assert "".join(map(printer.lines, batches)) == (
         f"{HHMMSS} a  | 1\n{HHMMSS} b  | 2\n{HHMMSS} b !| 3\n{HHMMSS} b !| 4\n"
+        f"{HHMMSS} a  | \n{HHMMSS} a  | 5\n"
     )
-    assert [len(run) for run in uniform_runs(batch)] == [1, 1, 2]
-    assert uniform_runs(batch[2:]) == [batch[2:]]  # one run: returned as is
 
 
 def test_the_time_prefix_follows_the_clock() -> None:
     printer = Printer(["a"])
     later = TS + 3600
-    printer.lines((LogMsg("a", STDOUT, "x", TS),))
-    text = printer.lines((LogMsg("a", STDOUT, "y", later),))
+    printer.lines(LogBatch("a", STDOUT, TS, ("x",)))
+    text = printer.lines(LogBatch("a", STDOUT, later, ("y",)))
     assert text == time.strftime("%H:%M:%S", time.localtime(later)) + " a  | y\n"
 
 
@@ -141,13 +140,13 @@ def test_state_lines() -> None:
 
 def test_colour_per_proc_on_a_terminal() -> None:
     printer = Printer(["a", "b"], colour=True)
-    a = printer.lines((LogMsg("a", STDOUT, "x", TS),))
-    b = printer.lines((LogMsg("b", STDERR, "y", TS),))
+    a = printer.lines(LogBatch("a", STDOUT, TS, ("x",)))
+    b = printer.lines(LogBatch("b", STDERR, TS, ("y",)))
     assert "\x1b[36ma  " in a and a.endswith("x\n")
     assert "\x1b[33mb " in b and "\x1b[1;31m!" in b  # stderr mark in red
     assert "\x1b[" in printer.state(info("a"), TS)
     # An id the printer was not told about still gets a colour.
-    assert "\x1b[" in printer.lines((LogMsg("new", STDOUT, "z", TS),))
+    assert "\x1b[" in printer.lines(LogBatch("new", STDOUT, TS, ("z",)))
 
 
 def test_want_colour() -> None:
@@ -167,10 +166,15 @@ def test_want_colour() -> None:
 @given(st.text(), st.sampled_from([STDOUT, STDERR]))
 def test_json_lines_round_trip(text: str, kind: int) -> None:
     printer = Printer(["web"], json_lines=True)
-    msgs = (LogMsg("web", kind, text, TS), LogMsg("web", kind, text + "!", TS))
-    lines = printer.lines(msgs).splitlines()
+    batch = LogBatch("web", kind, TS, (text, text + "!"))
+    msgs = list(batch)
+    lines = printer.lines(batch).splitlines()
     assert [json.loads(line) for line in lines] == [log_dict(m) for m in msgs]
-    assert [log_msg(json.loads(line)) for line in lines] == list(msgs)
+    assert [log_batch(json.loads(line)) for line in lines] == [
+        LogBatch("web", kind, TS, (m.text,)) for m in msgs
+    ]
+    # What the control socket sends for `logs`: the same, byte for byte as json.dumps.
+    assert log_json(batch) == "".join(json.dumps(log_dict(m)) + "\n" for m in msgs)
 
 
 def test_json_state() -> None:

@@ -20,6 +20,7 @@ API_NAMES = [
     "ProcessInfo",
     "ProcessJSON",
     "LogMsg",
+    "LogBatch",
     "STDOUT",
     "STDERR",
     "OverseerError",

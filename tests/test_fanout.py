@@ -32,7 +32,7 @@ async def test_full_subscriber_is_cut_off_and_others_go_on(
     fan.add(slow_send)
     fan.add(fast_send)
     with caplog.at_level(logging.WARNING, logger="trio_overseer"):
-        fan.publish_batch(list(range(10)))
+        fan.publish_batch("0-9", lambda: list(range(10)))
     assert "cut off" in caplog.text
     assert len(fan) == 1
     # The slow one keeps what it had, then learns that its view ended.
@@ -52,14 +52,27 @@ async def test_closed_receiver_dropped_silently(caplog: pytest.LogCaptureFixture
     assert caplog.text == ""
 
 
-async def test_batched_subscriber_gets_tuples() -> None:
+async def test_batched_subscriber_gets_the_batch_others_its_items() -> None:
     fan: Fanout[int] = Fanout("logs")
-    send, receive = trio.open_memory_channel[tuple[int, ...]](10)
-    fan.add(send, batched=True)
-    fan.publish_batch([1, 2, 3])
-    fan.publish_batch([4])
-    assert receive.receive_nowait() == (1, 2, 3)
-    assert receive.receive_nowait() == (4,)
+    whole, whole_rx = trio.open_memory_channel[str](10)
+    each, each_rx = trio.open_memory_channel[int](10)
+    fan.add(whole, batched=True)
+    expanded: list[str] = []
+
+    def expand(items: list[int], name: str) -> list[int]:
+        expanded.append(name)
+        return items
+
+    fan.publish_batch("123", lambda: expand([1, 2, 3], "123"))
+    assert expanded == []  # nobody wanted the items: never made
+    each2, each2_rx = trio.open_memory_channel[int](10)
+    fan.add(each)
+    fan.add(each2)
+    fan.publish_batch("45", lambda: expand([4, 5], "45"))
+    assert [whole_rx.receive_nowait() for _ in range(2)] == ["123", "45"]
+    assert [each_rx.receive_nowait() for _ in range(2)] == [4, 5]
+    assert [each2_rx.receive_nowait() for _ in range(2)] == [4, 5]
+    assert expanded == ["45"]  # made once for both
 
 
 async def test_refuses_zero_buffer_and_other_objects() -> None:

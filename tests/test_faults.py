@@ -36,7 +36,16 @@ from zoo import (
     tasks_of_user,
 )
 
-from trio_overseer import STDERR, STDOUT, LogMsg, Overseer, ProcessInfo, State, open_overseer
+from trio_overseer import (
+    STDERR,
+    STDOUT,
+    LogBatch,
+    LogMsg,
+    Overseer,
+    ProcessInfo,
+    State,
+    open_overseer,
+)
 
 T = 30  # guard for anything awaited on real processes; never a sync point
 FINAL = (State.FINISHED, State.INTERRUPTED, State.FATAL)
@@ -227,7 +236,7 @@ async def test_child_closes_stdout_early() -> None:
 async def test_output_without_newlines_forever() -> None:
     """Lines are cut at line_buffer_size (16384 bytes for Overseer procs); stop() works."""
     async with with_other() as ovr:
-        send, recv = trio.open_memory_channel[tuple[LogMsg, ...]](float("inf"))
+        send, recv = trio.open_memory_channel[LogBatch](float("inf"))
         ovr.watch_logs(send, batched=True)
         ovr.add("flood", PY, NO_NEWLINE_FOREVER, stop_timeout=1.0)
         with trio.fail_after(T):

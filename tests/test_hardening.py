@@ -75,6 +75,7 @@ from zoo import (
 from trio_overseer import (
     STDERR,
     STDOUT,
+    LogBatch,
     LogMsg,
     Overseer,
     ProcessInfo,
@@ -526,7 +527,7 @@ class Executor:
         if isinstance(item, ProcessInfo):
             self.on_state(item)
         else:
-            assert isinstance(item, tuple) and item, item
+            assert isinstance(item, LogBatch) and len(item), item
             self.on_lines(item)
 
     def on_state(self, info: ProcessInfo) -> None:
@@ -598,19 +599,20 @@ class Executor:
             alive = [describe(pid) for pid in pids if pid_alive(pid)]
             assert not alive, f"stopped run of {reg.id!r} left descendants alive: {alive}"
 
-    def on_lines(self, batch: tuple[LogMsg, ...]) -> None:
-        first = batch[0]
-        for msg in batch:
+    def on_lines(self, batch: LogBatch) -> None:
+        msgs = list(batch)
+        assert len(msgs) == len(batch.lines), batch
+        for msg, line in zip(msgs, batch.lines, strict=True):
             assert isinstance(msg, LogMsg), msg
-            assert (msg.id, msg.type) == (first.id, first.type), f"mixed batch {batch}"
-        assert first.type in (STDOUT, STDERR), first
-        reg = self.regs.get(first.id)
+            assert (msg.id, msg.type, msg.text, msg.ts) == (batch.id, batch.type, line, batch.ts)
+        assert batch.type in (STDOUT, STDERR), batch
+        reg = self.regs.get(batch.id)
         assert reg is not None, f"lines of an unregistered proc: {batch}"
         run = reg.live_run
         assert run is not None and run.state in (State.RUNNING, State.STOPPING), (
-            f"lines of {first.id!r} outside running/stopping: {[m.text for m in batch]}"
+            f"lines of {batch.id!r} outside running/stopping: {batch.lines}"
         )
-        (run.out if first.type == STDOUT else run.err).extend(msg.text for msg in batch)
+        (run.out if batch.type == STDOUT else run.err).extend(batch.lines)
 
     def check_views(self) -> None:
         """status(), list_all(), has_proc(), is_running() agree with the events."""
@@ -871,8 +873,8 @@ def _show(item: Any) -> str:
         return f"{item.id} {item.state.value} pid={item.pid}{extra}"
     if isinstance(item, LogMsg):
         return f"{item.id} {'out' if item.type == STDOUT else 'err'} {item.text[:30]!r}"
-    lines = [m.text[:20] for m in item[:3]]
-    return f"{item[0].id} {'out' if item[0].type == STDOUT else 'err'} x{len(item)} {lines}"
+    lines = [text[:20] for text in item.lines[:3]]
+    return f"{item.id} {'out' if item.type == STDOUT else 'err'} x{len(item)} {lines}"
 
 
 def _show_all(items: list[Any]) -> str:

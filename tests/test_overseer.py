@@ -32,12 +32,14 @@ from children import (
     SLEEP_FOREVER,
     exit_with,
     pid_alive,
+    python,
 )
 
 from trio_overseer import (
     STDERR,
     STDOUT,
     Cmd,
+    LogBatch,
     LogMsg,
     Overseer,
     OverseerError,
@@ -788,8 +790,51 @@ async def test_watch_logs_every_line_in_order() -> None:
 
 async def test_watch_logs_batched() -> None:
     batches = await run_with_logs(300, batched=True)
-    assert all(isinstance(b, tuple) and b for b in batches)
+    assert all(isinstance(b, LogBatch) and len(b) == len(b.lines) > 0 for b in batches)
     check_logs([m for b in batches for m in b], 300)
+
+
+#: Both streams, in many writes: CRLF, a lone CR, a character split across
+#: writes, an invalid byte, a line longer than the 16 KiB limit, a blank
+#: line, and a last line without a newline.
+MESSY_OUTPUT = python(
+    """
+    import os
+    chunks = [
+        b"plain\\r\\n", b"caf\\xc3", b"\\xa9\\n", b"bad \\xff byte\\n", b"lone\\rcr\\n",
+        "\\u00e9".encode() * 20000 + b"\\n", b"\\n", *(b"%d\\n" % i for i in range(500)),
+        b"no newline",
+    ]
+    for i, chunk in enumerate(chunks):
+        os.write(1, chunk)
+        os.write(2, b"err %d\\n" % i)
+    """
+)
+
+
+async def test_batches_iterate_to_the_per_line_messages() -> None:
+    # One run, two subscribers: iterating each batch yields exactly the
+    # LogMsg objects that per-line delivery sends, in the same order.
+    each_send, each_recv = trio.open_memory_channel[LogMsg](math.inf)
+    batch_send, batch_recv = trio.open_memory_channel[LogBatch](math.inf)
+    with trio.fail_after(T):
+        async with overseer() as ovr:
+            ovr.watch_logs(each_send)
+            ovr.watch_logs(batch_send, batched=True)
+            ovr.add("messy", PY, MESSY_OUTPUT)
+            assert await ovr.supervise("messy") == 0
+    each = [each_recv.receive_nowait() for _ in range(each_recv.statistics().current_buffer_used)]
+    batches = [
+        batch_recv.receive_nowait() for _ in range(batch_recv.statistics().current_buffer_used)
+    ]
+    assert [msg for batch in batches for msg in batch] == each
+    assert sum(map(len, batches)) == len(each)
+    out = [m.text for m in each if m.type == STDOUT]
+    assert out[:4] == ["plain", "caf\u00e9", "bad \ufffd byte", "lone\rcr"]
+    long = out[4 : out.index("")]
+    assert "".join(long) == "\u00e9" * 20000 and max(len(t.encode()) for t in long) <= 16384
+    assert out[-501:] == [*map(str, range(500)), "no newline"]
+    assert [m.text for m in each if m.type == STDERR] == [f"err {i}" for i in range(508)]
 
 
 async def test_slow_log_subscriber_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:

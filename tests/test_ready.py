@@ -161,7 +161,7 @@ async def test_ready_url_below_500(statuses: list[int]) -> None:
         )
         await ovr.start("web")
         await ovr.wait_for_log("web", f"answered {statuses[-1]} /health\\?x=1$", timeout=T)
-        answered = [m.text for m in ovr._procs["web"].tail]
+        answered = [text for b in ovr._procs["web"].tail.batches() for text in b.lines]
         assert answered == [f"answered {s} /health?x=1" for s in statuses]
 
 

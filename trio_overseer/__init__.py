@@ -26,6 +26,7 @@ if _typing.TYPE_CHECKING:
     from ._ready import NotReadyError as NotReadyError
     from ._records import STDERR as STDERR
     from ._records import STDOUT as STDOUT
+    from ._records import LogBatch as LogBatch
     from ._records import LogMsg as LogMsg
     from ._records import ProcessInfo as ProcessInfo
     from ._records import ProcessJSON as ProcessJSON
@@ -45,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "NotReadyError": "._ready",
     "STDERR": "._records",
     "STDOUT": "._records",
+    "LogBatch": "._records",
     "LogMsg": "._records",
     "ProcessInfo": "._records",
     "ProcessJSON": "._records",

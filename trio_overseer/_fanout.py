@@ -10,7 +10,7 @@ A subscriber that closed its receive side is dropped without a word.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import trio
@@ -67,16 +67,20 @@ class Fanout(Generic[T]):
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 del self._subs[channel]
 
-    def publish_batch(self, messages: Sequence[T]) -> None:
-        """Send messages that arrived together: as one tuple to batched subscribers."""
-        batch: tuple[T, ...] | None = None
+    def publish_batch(self, batch: object, expand: Callable[[], Sequence[T]]) -> None:
+        """Send messages that arrived together.
+
+        Batched subscribers get `batch` itself; the others get the messages
+        of ``expand()`` one by one, made once and only if someone needs them.
+        """
+        messages: Sequence[T] | None = None
         for channel, batched in list(self._subs.items()):
             try:
                 if batched:
-                    if batch is None:
-                        batch = tuple(messages)
                     channel.send_nowait(batch)
                 else:
+                    if messages is None:
+                        messages = expand()
                     send = channel.send_nowait
                     for message in messages:
                         send(message)

@@ -31,7 +31,6 @@ import signal as _signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -42,10 +41,11 @@ from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd
 from ._errors import OverseerError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
 from ._ready import Readiness, make_readiness, wait_ready
-from ._records import STDOUT, LogMsg, ProcessInfo, log_batch
+from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs
 from ._spawn import signal_name
 from ._state import FINAL_STATES, State
 from ._sweep import Scanner
+from ._tail import LineTail
 from ._watchdog import Watchdog
 
 logger = logging.getLogger("trio_overseer")
@@ -78,7 +78,7 @@ class _Proc:
     done: trio.Event = attrs.field(factory=trio.Event)  # set when a supervision ends
     restarts: int = 0
     restart_in: float | None = None
-    tail: deque[LogMsg] = attrs.field(factory=lambda: deque(maxlen=_TAIL_LINES))
+    tail: LineTail = attrs.field(factory=lambda: LineTail(_TAIL_LINES))
 
 
 @attrs.define(eq=False)
@@ -86,7 +86,9 @@ class _Waiter:
     """A task in wait_for_state/wait_for_log, woken by the first match."""
 
     id: str
-    match: Callable[[Any], bool]
+    # State waiters: ProcessInfo -> bool.  Log waiters: LogBatch -> the
+    # first matching line as a LogMsg, or None.
+    match: Callable[[Any], Any]
     event: trio.Event = attrs.field(factory=trio.Event)
     result: Any = None
 
@@ -164,6 +166,7 @@ class Overseer:
     _procs: dict[str, _Proc] = attrs.field(init=False, factory=dict)
     _nursery: trio.Nursery | None = attrs.field(init=False, default=None)
     _states: Fanout[ProcessInfo] = attrs.field(init=False, factory=lambda: Fanout("state"))
+    # LogMsg to per-line subscribers, LogBatch to batched ones.
     _logs: Fanout[LogMsg] = attrs.field(init=False, factory=lambda: Fanout("logs"))
     _state_waiters: list[_Waiter] = attrs.field(init=False, factory=list)
     _log_waiters: list[_Waiter] = attrs.field(init=False, factory=list)
@@ -396,30 +399,27 @@ class Overseer:
             logger.debug("proc %r %s", info.id, info.state.value)
 
     def _output(self, rec: _Proc, kind: int, lines: list[str]) -> None:
-        """Called by the Cmd with lines that arrived together: fan them out."""
-        ts = time.time()
-        pid = rec.id
-        if self._logs or self._log_waiters or len(lines) <= _TAIL_LINES:
-            msgs = log_batch(pid, kind, lines, ts)
-            rec.tail.extend(msgs[-_TAIL_LINES:])
-        else:  # nobody needs them all: build the tail only
-            msgs = []
-            rec.tail.extend(log_batch(pid, kind, lines[-_TAIL_LINES:], ts))
+        """Called by the Cmd with lines that arrived together: fan them out.
+
+        No `LogMsg` is made unless a per-line subscriber or a matching
+        `wait_for_log` asks for one.
+        """
+        batch = LogBatch(rec.id, kind, time.time(), lines)
+        rec.tail.add(batch)
         if self._logs:
-            self._logs.publish_batch(msgs)
+            self._logs.publish_batch(batch, lambda: log_msgs(batch))
         out_log = _out_logger(rec)
         if out_log is not None:
-            stream = "stdout" if kind == STDOUT else "stderr"
+            extra = {"proc": rec.id, "stream": "stdout" if kind == STDOUT else "stderr"}
             for line in lines:
-                out_log.info("%s", line, extra={"proc": pid, "stream": stream})
+                out_log.info("%s", line, extra=extra)
         if self._log_waiters:
             for waiter in self._log_waiters:
-                if waiter.id == pid and not waiter.event.is_set():
-                    for msg in msgs:
-                        if waiter.match(msg):
-                            waiter.result = msg
-                            waiter.event.set()
-                            break
+                if waiter.id == rec.id and not waiter.event.is_set():
+                    found = waiter.match(batch)
+                    if found is not None:
+                        waiter.result = found
+                        waiter.event.set()
 
     # -- supervising ---------------------------------------------------------
 
@@ -674,8 +674,9 @@ class Overseer:
     ) -> None:
         """Send every output line of every proc to `send_channel` as `LogMsg`.
 
-        With `batched`, each message is a ``tuple[LogMsg, ...]`` of the lines
-        read together.  Delivery and cut-off as for `watch_state`.
+        With `batched`, each message is a `LogBatch`: the lines of one
+        stream of one proc read together (no `LogMsg` is made per line).
+        Delivery and cut-off as for `watch_state`.
 
         Raises:
           ValueError: the channel has a zero-size buffer.
@@ -735,12 +736,16 @@ class Overseer:
         rec = self._get(id)
         regex = re.compile(pattern)
 
-        def match(msg: LogMsg) -> bool:
-            return regex.search(msg.text) is not None
+        def match(batch: LogBatch) -> LogMsg | None:
+            search = regex.search
+            for line in batch.lines:
+                if search(line) is not None:
+                    return LogMsg(batch.id, batch.type, line, batch.ts)
+            return None
 
-        for msg in rec.tail:
-            if match(msg):
-                return msg
+        for batch in rec.tail.batches():
+            if (found := match(batch)) is not None:
+                return found
         result: LogMsg = await self._wait(self._log_waiters, _Waiter(id, match), timeout)
         if result is None:
             raise TimeoutError(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -35,11 +35,12 @@ import attrs
 import trio
 
 from ._errors import OverseerError
-from ._records import STDOUT, LogMsg
+from ._records import STDOUT, LogBatch
 from ._state import FINAL_STATES, State
 
 if TYPE_CHECKING:
     from ._overseer import Overseer
+    from ._tail import LineTail
 
 _POLL_MIN, _POLL_MAX = 0.01, 0.2  # backoff of the polled probes (no event exists)
 _TAIL = 20  # lines of output quoted by NotReadyError
@@ -355,15 +356,20 @@ def _message(
     return f"{what}: still waiting for {waiting}\n{format_tail(ovr._procs[id].tail)}"
 
 
-def format_tail(lines: Sequence[LogMsg], count: int = _TAIL) -> str:
+def format_tail(tail: LineTail, count: int = _TAIL) -> str:
     """The last `count` lines of output, with a heading, for error messages."""
-    if not lines:
+    if not tail:
         return "it printed nothing"
-    shown = list(lines)[-count:]
-    head = f"its last {len(shown)} lines of output:" if len(lines) > count else "its output:"
+    shown = tail.batches(count)
+    lines = sum(map(len, shown))
+    head = f"its last {lines} lines of output:" if len(tail) > count else "its output:"
     return f"{head}\n{format_lines(shown)}"
 
 
-def format_lines(lines: Iterable[LogMsg]) -> str:
+def format_lines(batches: Iterable[LogBatch]) -> str:
     """Lines of output as ``  out| text`` / ``  err| text``, one a line."""
-    return "\n".join(f"  {'out' if m.type == STDOUT else 'err'}| {m.text}" for m in lines)
+    return "\n".join(
+        f"  {'out' if batch.type == STDOUT else 'err'}| {line}"
+        for batch in batches
+        for line in batch.lines
+    )

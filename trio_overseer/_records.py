@@ -1,11 +1,11 @@
-"""Frozen value records: `Status` of a run, `ProcessInfo` of a proc, `LogMsg`."""
+"""Frozen value records: `Status` of a run, `ProcessInfo` of a proc, `LogMsg`, `LogBatch`."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import gc
 from collections import deque as consume
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from typing import Any
 
@@ -118,14 +118,46 @@ class LogMsg:
     """When it was read, Unix seconds."""
 
 
-def _make_log_batch() -> Callable[[str, int, list[str], float], list[LogMsg]]:
-    """A builder of many LogMsg at once, skipping the generated __init__.
+def _as_lines(lines: Iterable[str]) -> tuple[str, ...]:
+    return lines if type(lines) is tuple else tuple(lines)
 
-    Hot path: a chatty proc yields millions of lines.  The four slots are set
-    by C-level `map`s rather than the frozen __init__, and the cyclic garbage
-    collector is paused while a batch is built (no other code runs then): a
-    batch allocates thousands of tracked objects, each allocation can trigger
-    a collection, and the collections dominated the cost.
+
+@attrs.frozen(weakref_slot=False)
+class LogBatch:
+    """The lines of one proc's stream that arrived together (one read of its pipe).
+
+    `len()` is the number of lines; iterating yields one `LogMsg` per line,
+    made only as the iteration reaches it.
+    """
+
+    id: str
+    """The proc that wrote them."""
+    type: int
+    """`STDOUT` or `STDERR`."""
+    ts: float
+    """When they were read, Unix seconds."""
+    lines: tuple[str, ...] = attrs.field(converter=_as_lines)
+    """The lines, in order, without their line endings."""
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __iter__(self) -> Iterator[LogMsg]:
+        n = len(self.lines)
+        id, type, ts = repeat(self.id, n), repeat(self.type, n), repeat(self.ts, n)
+        return map(_new_log_msg, id, type, self.lines, ts)
+
+
+def _make_builders() -> tuple[
+    Callable[[str, int, str, float], LogMsg], Callable[[LogBatch], list[LogMsg]]
+]:
+    """Builders of LogMsg that skip the generated __init__ (hot paths).
+
+    A chatty proc yields millions of lines.  The four slots are set directly
+    (for a whole batch by C-level `map`s), and while a batch is built the
+    cyclic garbage collector is paused (no other code runs then): a batch
+    allocates thousands of tracked objects, each allocation can trigger a
+    collection, and the collections dominated the cost.
     """
     new = object.__new__
     slots = LogMsg.__dict__
@@ -133,25 +165,34 @@ def _make_log_batch() -> Callable[[str, int, list[str], float], list[LogMsg]]:
         slots[name].__set__ for name in ("id", "type", "text", "ts")
     )
 
-    def build(id: str, type: int, lines: list[str], ts: float) -> list[LogMsg]:
+    def one(id: str, type: int, text: str, ts: float) -> LogMsg:
+        msg: LogMsg = new(LogMsg)
+        set_id(msg, id)
+        set_type(msg, type)
+        set_text(msg, text)
+        set_ts(msg, ts)
+        return msg
+
+    def build(batch: LogBatch) -> list[LogMsg]:
+        lines = batch.lines
         n = len(lines)
         msgs: list[LogMsg] = list(map(new, repeat(LogMsg, n)))
-        consume(map(set_id, msgs, repeat(id, n)), 0)
-        consume(map(set_type, msgs, repeat(type, n)), 0)
+        consume(map(set_id, msgs, repeat(batch.id, n)), 0)
+        consume(map(set_type, msgs, repeat(batch.type, n)), 0)
         consume(map(set_text, msgs, lines), 0)
-        consume(map(set_ts, msgs, repeat(ts, n)), 0)
+        consume(map(set_ts, msgs, repeat(batch.ts, n)), 0)
         return msgs
 
-    def log_batch(id: str, type: int, lines: list[str], ts: float) -> list[LogMsg]:
+    def log_msgs(batch: LogBatch) -> list[LogMsg]:
         if not gc.isenabled():
-            return build(id, type, lines, ts)
+            return build(batch)
         gc.disable()
         try:
-            return build(id, type, lines, ts)
+            return build(batch)
         finally:
             gc.enable()
 
-    return log_batch
+    return one, log_msgs
 
 
-log_batch = _make_log_batch()
+_new_log_msg, log_msgs = _make_builders()

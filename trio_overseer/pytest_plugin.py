@@ -24,7 +24,6 @@ import math
 import os
 import signal
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -35,9 +34,10 @@ from ._block import open_overseer
 from ._errors import ProcRunningError, UnknownProcError
 from ._overseer import Overseer
 from ._ready import format_lines
-from ._records import LogMsg, ProcessInfo
+from ._records import LogBatch, LogMsg, ProcessInfo
 from ._state import FINAL_STATES, State
 from ._sweep import TAG_VAR, scan
+from ._tail import LineTail
 
 _T = TypeVar("_T")
 
@@ -65,26 +65,25 @@ class _Watcher:
     def __init__(self, ovr: Overseer, keep: int) -> None:
         self.ovr = ovr
         self.keep = keep
-        self.output: dict[str, deque[LogMsg]] = {}
+        self.output: dict[str, LineTail] = {}
         self.pids: dict[int, str] = {}  # pid of each run -> proc id
         self.tags: dict[str, str] = {}  # tag of each run -> proc id
 
     def follow(self, nursery: trio.Nursery) -> None:
         """Subscribe; the tasks end when the Overseer closes the channels."""
-        logs_in, logs = trio.open_memory_channel[tuple[LogMsg, ...]](math.inf)
+        logs_in, logs = trio.open_memory_channel[LogBatch](math.inf)
         states_in, states = trio.open_memory_channel[ProcessInfo](math.inf)
         self.ovr.watch_logs(logs_in, batched=True)
         self.ovr.watch_state(states_in)
         nursery.start_soon(self._follow_logs, logs)
         nursery.start_soon(self._follow_states, states)
 
-    async def _follow_logs(self, logs: trio.MemoryReceiveChannel[tuple[LogMsg, ...]]) -> None:
+    async def _follow_logs(self, logs: trio.MemoryReceiveChannel[LogBatch]) -> None:
         async for batch in logs:
-            for msg in batch:
-                lines = self.output.get(msg.id)
-                if lines is None:
-                    lines = self.output[msg.id] = deque(maxlen=self.keep)
-                lines.append(msg)
+            tail = self.output.get(batch.id)
+            if tail is None:
+                tail = self.output[batch.id] = LineTail(self.keep)
+            tail.add(batch)
 
     async def _follow_states(self, states: trio.MemoryReceiveChannel[ProcessInfo]) -> None:
         async for info in states:
@@ -139,8 +138,8 @@ class _Watcher:
     def sections(self) -> list[tuple[str, str]]:
         """Report sections: the last lines of each proc."""
         return [
-            (f"overseer output: proc {id!r} (last {self.keep} lines)", format_lines(lines))
-            for id, lines in sorted(self.output.items())
+            (f"overseer output: proc {id!r} (last {self.keep} lines)", format_lines(tail.batches()))
+            for id, tail in sorted(self.output.items())
         ]
 
 
@@ -449,7 +448,8 @@ class SessionOverseer:
     async def _output(self, id: str) -> list[LogMsg]:
         assert self._watcher is not None
         self._overseer.status(id)  # UnknownProcError for an unknown id
-        return list(self._watcher.output.get(id, ()))
+        tail = self._watcher.output.get(id)
+        return [msg for batch in tail.batches() for msg in batch] if tail is not None else []
 
     def run(self, fn: Callable[[Overseer], Awaitable[_T]]) -> _T:
         """Run ``await fn(overseer)`` in the session's loop and return its result."""

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .._records import STDERR, STDOUT, LogMsg
+from .._records import STDERR, STDOUT, LogBatch
 from ._printer import Printer, want_colour
 
 __all__ = ["ClientError", "format_status", "request", "summary"]
@@ -134,10 +134,11 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def log_msg(data: dict[str, Any]) -> LogMsg:
-    """A line sent by `logs`, back as a `LogMsg`."""
+def log_batch(data: dict[str, Any]) -> LogBatch:
+    """A line sent by `logs`, back as a `LogBatch` of one line."""
     kind = STDERR if data.get("stream") == "stderr" else STDOUT
-    return LogMsg(str(data.get("id")), kind, str(data.get("text")), float(data.get("ts", 0.0)))
+    text = str(data.get("text"))
+    return LogBatch(str(data.get("id")), kind, float(data.get("ts", 0.0)), (text,))
 
 
 def print_logs(
@@ -158,7 +159,7 @@ def print_logs(
         if json_lines:
             out.write(json.dumps(line) + "\n")
         else:
-            out.write(printer.lines((log_msg(line),)))
+            out.write(printer.lines(log_batch(line)))
         if follow:
             out.flush()
     out.flush()

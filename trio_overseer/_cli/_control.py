@@ -30,13 +30,14 @@ import socket
 import stat
 import struct
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._errors import UnknownProcError
-from ._printer import log_dict
+from .._records import LogBatch
+from ._printer import log_json
 
 if TYPE_CHECKING:
     from ._start import Instance
@@ -349,8 +350,8 @@ class ControlServer:
                 return False
             if follower is not None:
                 async with follower.receive:
-                    async for run in follower.receive:
-                        if not await _send_lines(stream, run):
+                    async for batch in follower.receive:
+                        if not await _send_lines(stream, (batch,)):
                             return False
                 if follower.cut_off:
                     return await _send(
@@ -399,8 +400,8 @@ async def _send(stream: trio.SocketStream, message: dict[str, Any]) -> bool:
     return await _send_text(stream, json.dumps(message) + "\n")
 
 
-async def _send_lines(stream: trio.SocketStream, lines: Any) -> bool:
-    text = "".join(json.dumps(log_dict(msg)) + "\n" for msg in lines)
+async def _send_lines(stream: trio.SocketStream, batches: Iterable[LogBatch]) -> bool:
+    text = "".join(map(log_json, batches))
     return await _send_text(stream, text) if text else True
 
 

@@ -17,14 +17,14 @@ import contextlib
 import math
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import trio
 
-from .._records import LogMsg, ProcessInfo
-from ._printer import Printer, uniform_runs
+from .._records import LogBatch, ProcessInfo
+from .._tail import LineTail, last_lines
+from ._printer import Printer
 
 __all__ = ["TAIL_LINES", "Dispatcher", "Follower"]
 
@@ -39,7 +39,7 @@ class Follower:
     def __init__(self, id: str | None) -> None:
         self.id = id
         self.cut_off = False  # fell a whole buffer behind; its channel was closed
-        self.send, self.receive = trio.open_memory_channel[Sequence[LogMsg]](_FOLLOW_BUFFER)
+        self.send, self.receive = trio.open_memory_channel[LogBatch](_FOLLOW_BUFFER)
 
 
 class Dispatcher:
@@ -57,7 +57,7 @@ class Dispatcher:
         self._out = out
         self._on_broken_output = on_broken_output
         self._tail_lines = tail_lines
-        self._tails: dict[str, deque[LogMsg]] = {}
+        self._tails: dict[str, LineTail] = {}
         self._followers: set[Follower] = set()
         self._broken = False
         # Set whenever the channel has been emptied; replaced once it is not.
@@ -74,7 +74,7 @@ class Dispatcher:
     async def run(self, receive: trio.MemoryReceiveChannel[Any]) -> None:
         """Consume `receive` until it is closed, then end every follower.
 
-        Items are `ProcessInfo` (a state change) or ``tuple[LogMsg, ...]``.
+        Items are `ProcessInfo` (a state change) or `LogBatch`.
         """
         try:
             async with receive:
@@ -113,17 +113,13 @@ class Dispatcher:
     def _handle(self, item: Any) -> str:
         if isinstance(item, ProcessInfo):
             return self._printer.state(item, time.time())
-        parts = []
-        for run in uniform_runs(item):
-            id = run[0].id
-            tail = self._tails.get(id)
-            if tail is None:
-                tail = self._tails[id] = deque(maxlen=self._tail_lines)
-            tail.extend(run)
-            if self._followers:
-                self._forward(id, run)
-            parts.append(self._printer.run_lines(run))
-        return parts[0] if len(parts) == 1 else "".join(parts)
+        tail = self._tails.get(item.id)
+        if tail is None:
+            tail = self._tails[item.id] = LineTail(self._tail_lines)
+        tail.add(item)
+        if self._followers:
+            self._forward(item)
+        return self._printer.lines(item)
 
     def _write(self, text: str) -> None:
         if self._broken or not text:
@@ -143,15 +139,16 @@ class Dispatcher:
 
     # -- recent lines and followers -------------------------------------------
 
-    def recent(self, id: str | None, count: int | None = None) -> list[LogMsg]:
-        """The last `count` lines kept of `id` (of every proc when None), oldest first."""
+    def recent(self, id: str | None, count: int | None = None) -> list[LogBatch]:
+        """The batches of the last `count` lines kept of `id` (of every proc when None)."""
         if id is not None:
-            lines = list(self._tails.get(id, ()))
-        else:
-            lines = sorted((m for tail in self._tails.values() for m in tail), key=lambda m: m.ts)
-        if count is not None:
-            lines = lines[-count:] if count > 0 else []
-        return lines
+            tail = self._tails.get(id)
+            return tail.batches(count) if tail is not None else []
+        # Lines of a batch share its timestamp: sorting batches sorts lines.
+        batches = sorted(
+            (b for tail in self._tails.values() for b in tail.batches()), key=lambda b: b.ts
+        )
+        return last_lines(batches, count) if count is not None else batches
 
     def follow(self, id: str | None) -> Follower:
         """Start forwarding new lines of `id` (every proc when None)."""
@@ -169,12 +166,12 @@ class Dispatcher:
         for follower in list(self._followers):
             self.unfollow(follower)
 
-    def _forward(self, id: str, run: Sequence[LogMsg]) -> None:
+    def _forward(self, batch: LogBatch) -> None:
         for follower in list(self._followers):
-            if follower.id is not None and follower.id != id:
+            if follower.id is not None and follower.id != batch.id:
                 continue
             try:
-                follower.send.send_nowait(run)
+                follower.send.send_nowait(batch)
             except trio.WouldBlock:
                 follower.cut_off = True
                 self.unfollow(follower)

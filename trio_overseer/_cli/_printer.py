@@ -5,9 +5,9 @@ id, a ``!`` before the bar marks the child's standard error, and state
 changes are lines of their own (``web  | running (pid 4242)``).  On a
 terminal the prefix takes a colour per proc.
 
-Throughput matters (a chatty child can print millions of lines): a batch of
-lines becomes one string, built around a prefix computed once per proc,
-stream and second, and the caller writes it with a single ``write()``.
+Throughput matters (a chatty child can print millions of lines): a
+`LogBatch` becomes one string with one join, around a prefix computed once
+per proc, stream and second, and the caller writes it with a single write.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, TextIO
 
-from .._records import STDERR, LogMsg, ProcessInfo
+from .._records import STDERR, LogBatch, LogMsg, ProcessInfo
 from .._state import State
 
 __all__ = [
     "Printer",
     "describe_state",
     "log_dict",
+    "log_json",
     "state_dict",
-    "uniform_runs",
     "want_colour",
 ]
 
@@ -100,32 +100,18 @@ def state_dict(info: ProcessInfo, ts: float | None = None) -> dict[str, Any]:
     return data
 
 
-def uniform_runs(batch: Sequence[LogMsg]) -> list[Sequence[LogMsg]]:
-    """Split a batch into runs of lines of one proc, stream and timestamp.
-
-    A batch normally is one run already (the lines of one read of one pipe):
-    then it is returned as is.
-    """
-    if not batch:
-        return []
-    first = batch[0]
-    id, kind, ts = first.id, first.type, first.ts
-    if all(m.ts == ts and m.id == id and m.type == kind for m in batch):
-        return [batch]
-    runs: list[list[LogMsg]] = []
-    key: tuple[str, int, float] | None = None
-    for msg in batch:
-        if (msg.id, msg.type, msg.ts) != key:
-            key = (msg.id, msg.type, msg.ts)
-            runs.append([])
-        runs[-1].append(msg)
-    return list(runs)
-
-
 def log_dict(msg: LogMsg) -> dict[str, Any]:
     """The JSON form of a line (what ``--json`` prints, as a dict)."""
     stream = "stderr" if msg.type == STDERR else "stdout"
     return {"kind": "log", "id": msg.id, "stream": stream, "text": msg.text, "ts": msg.ts}
+
+
+def log_json(batch: LogBatch) -> str:
+    """The lines of a batch as JSON Lines (`log_dict` of each), each ending in a newline."""
+    stream = "stderr" if batch.type == STDERR else "stdout"
+    prefix = f'{{"kind": "log", "id": {_json_str(batch.id)}, "stream": "{stream}", "text": '
+    sep = f', "ts": {batch.ts!r}}}\n{prefix}'
+    return f'{prefix}{sep.join(map(_json_str, batch.lines))}, "ts": {batch.ts!r}}}\n'
 
 
 class Printer:
@@ -165,37 +151,34 @@ class Printer:
         mark = f"{_RED}{mark}{_RESET}\x1b[{colour}m" if mark != " " else mark
         return f"{_DIM}{hhmmss}{_RESET} \x1b[{colour}m{padded} {mark}|{_RESET} "
 
-    def _prefix(self, msg: LogMsg) -> str:
-        key = (msg.id, msg.type)
-        second = int(msg.ts)
+    def _prefix(self, id: str, kind: int, ts: float) -> str:
+        key = (id, kind)
+        second = int(ts)
         cached = self._prefixes.get(key)
         if cached is not None and cached[0] == second:
             return cached[1]
         if self.json_lines:
-            stream = "stderr" if msg.type == STDERR else "stdout"
-            prefix = f'{{"kind": "log", "id": {_json_str(msg.id)}, "stream": "{stream}", '
-            # The ts differs below the second: JSON prefixes are cached per batch only.
-            prefix += f'"ts": {msg.ts!r}, "text": '
-            return prefix
-        prefix = self._head(msg.id, "!" if msg.type == STDERR else " ", self._hhmmss(msg.ts)[1])
+            stream = "stderr" if kind == STDERR else "stdout"
+            prefix = f'{{"kind": "log", "id": {_json_str(id)}, "stream": "{stream}", '
+            # The ts differs below the second: JSON prefixes are made per batch.
+            return f'{prefix}"ts": {ts!r}, "text": '
+        prefix = self._head(id, "!" if kind == STDERR else " ", self._hhmmss(ts)[1])
         self._prefixes[key] = (second, prefix)
         return prefix
 
-    def lines(self, batch: Sequence[LogMsg]) -> str:
-        """A batch of lines, formatted, each ending in a newline."""
-        if not batch:
+    def lines(self, batch: LogBatch) -> str:
+        """The lines of a batch, formatted, each ending in a newline: one join."""
+        lines = batch.lines
+        if not lines:
             return ""
-        return "".join([self.run_lines(run) for run in uniform_runs(batch)])
-
-    def run_lines(self, run: Sequence[LogMsg]) -> str:
-        """Like `lines`, for lines of one proc, stream and timestamp (see `uniform_runs`)."""
-        prefix = self._prefix(run[0])
+        prefix = self._prefix(batch.id, batch.type, batch.ts)
         if self.json_lines:
-            return "".join([f"{prefix}{_json_str(m.text)}}}\n" for m in run])
-        if len(run) == 1:
-            return f"{prefix}{run[0].text}\n"
+            sep = "}\n" + prefix
+            return prefix + sep.join(map(_json_str, lines)) + "}\n"
+        if len(lines) == 1:
+            return f"{prefix}{lines[0]}\n"
         sep = "\n" + prefix
-        return prefix + sep.join([m.text for m in run]) + "\n"
+        return prefix + sep.join(lines) + "\n"
 
     def state(self, info: ProcessInfo, ts: float) -> str:
         """A state change as a line ("" when not worth one), or as JSON."""
