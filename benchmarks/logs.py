@@ -128,16 +128,17 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
             while True:
                 batch = await receive()
                 if got["first"] is None:
-                    got["first"] = batch[0].text
-                    got["types"].add(batch[0].type)
-                count += len(batch)
+                    got["first"] = batch.lines[0]
+                got["types"].add(batch.type)
+                count += len(batch.lines)
                 while True:
                     try:
                         batch = nowait()
                     except trio.WouldBlock:
                         break
-                    count += len(batch)
-                got["last"] = batch[-1].text
+                    count += len(batch.lines)
+                    got["types"].add(batch.type)
+                got["last"] = batch.lines[-1]
         except trio.EndOfChannel:
             pass
         got["count"] = count
