@@ -755,6 +755,90 @@ async def test_channels_closed_when_block_exits() -> None:
     assert [m.text for m in logs] == ["ready"]
 
 
+# --- subscribe_states / subscribe_logs ---------------------------------------------------
+
+
+async def test_subscribe_watches_on_entry_and_closes_on_exit() -> None:
+    with trio.fail_after(T):
+        async with overseer() as ovr:
+            ovr.add("p", PY, PRINT_LINES(3))
+            async with ovr.subscribe_states() as states, ovr.subscribe_logs() as logs:
+                assert await ovr.supervise("p") == 0
+            # Left the subscriptions: every message is still there, then the end.
+            got_states, states_ended = drain(states)
+            got_logs, logs_ended = drain(logs)
+            assert split_runs([i.state for i in got_states]) == [
+                [State.STARTING, State.RUNNING, State.FINISHED]
+            ]
+            assert [m.text for m in got_logs] == ["0", "1", "2"]
+            assert states_ended and logs_ended
+            # Unwatched: a later run reaches a new subscriber only.
+            async with ovr.subscribe_logs(10) as again:
+                assert await ovr.supervise("p") == 0
+            assert [m.text for m in drain(again)[0]] == ["0", "1", "2"]
+
+
+async def test_subscribe_logs_batched() -> None:
+    with trio.fail_after(T):
+        async with overseer() as ovr:
+            ovr.add("p", PY, PRINT_LINES(500))
+            async with ovr.subscribe_logs(batched=True) as batches:
+                assert await ovr.supervise("p") == 0
+    got, ended = drain(batches)
+    assert ended and all(len(b) for b in got)
+    msgs = [m for b in got for m in b]
+    assert all(isinstance(m, LogMsg) for m in msgs)
+    assert [m.text for m in msgs] == [str(i) for i in range(500)]
+
+
+async def test_subscription_ends_when_the_block_exits() -> None:
+    # The natural use: a consumer task outside the block, its loop ended by
+    # the block's exit.
+    seen: list[ProcessInfo] = []
+
+    async def consume(ovr: Overseer, task_status: trio.TaskStatus[None]) -> None:
+        async with ovr.subscribe_states() as rx:
+            task_status.started()
+            async for info in rx:
+                seen.append(info)
+
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            await nursery.start(consume, ovr)
+            ovr.add("p", PY, SLEEP_FOREVER)
+            await ovr.start("p")
+    assert [i.state for i in seen] == [
+        State.STARTING,
+        State.RUNNING,
+        State.STOPPING,
+        State.INTERRUPTED,
+    ]
+
+
+async def test_subscription_cut_off_as_watch(caplog: pytest.LogCaptureFixture) -> None:
+    with trio.fail_after(T):
+        async with overseer() as ovr:
+            ovr.add("p", PY, PRINT_LINES(50))
+            async with ovr.subscribe_states(buffer=1) as states, ovr.subscribe_logs(5) as logs:
+                assert await ovr.supervise("p") == 0
+                got_states, states_cut = drain(states)
+                got_logs, logs_cut = drain(logs)
+    assert states_cut and [i.state for i in got_states] == [State.STARTING]
+    assert logs_cut and [m.text for m in got_logs] == ["0", "1", "2", "3", "4"]
+    assert "cut off" in caplog.text
+
+
+@pytest.mark.parametrize("buffer", [0, -1, 2.5, math.nan, True, "10", None])
+async def test_subscription_bad_buffer(buffer: Any) -> None:
+    async with overseer() as ovr:
+        with pytest.raises(ValueError, match="subscription buffer must be"):
+            async with ovr.subscribe_states(buffer):
+                pass  # pragma: no cover
+        with pytest.raises(ValueError, match="subscription buffer must be"):
+            async with ovr.subscribe_logs(buffer, batched=True):
+                pass  # pragma: no cover
+
+
 # --- watch_logs --------------------------------------------------------------------------
 
 

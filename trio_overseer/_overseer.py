@@ -20,6 +20,7 @@ many procs spread out without ever hammering).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,8 +32,8 @@ import signal as _signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Literal, overload
 
 import attrs
 import trio
@@ -121,6 +122,18 @@ def _backoff_step(base: float, cap: float, k: int) -> float:
     if k >= _MAX_EXPONENT:  # base * 2 ** 1023 already exceeds any cap that matters
         return min(cap, sys.float_info.max) if base > 0 else 0.0
     return min(cap, base * 2.0**k, sys.float_info.max)
+
+
+def _buffer_size(buffer: float) -> float:
+    """A subscription's channel buffer: a whole number >= 1, or math.inf."""
+    if buffer == math.inf or (
+        isinstance(buffer, int) and not isinstance(buffer, bool) and buffer >= 1
+    ):
+        return buffer
+    raise ValueError(
+        f"a subscription buffer must be a whole number >= 1 or math.inf, got {buffer!r} "
+        "(a subscriber that falls a whole buffer behind is cut off)"
+    )
 
 
 def _in_main_thread() -> bool:
@@ -686,6 +699,70 @@ class Overseer:
     def unwatch_logs(self, send_channel: trio.MemorySendChannel[Any]) -> None:
         """Stop sending lines to `send_channel` (it stays open)."""
         self._logs.remove(send_channel)
+
+    @contextlib.asynccontextmanager
+    async def subscribe_states(
+        self, buffer: float = math.inf
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[ProcessInfo]]:
+        """Every state change of every proc, on a channel of its own, while in the block.
+
+        ``async with ovr.subscribe_states() as rx: async for info in rx: ...``:
+        a channel pair of `buffer` messages, watched (`watch_state`) on entry,
+        unwatched and its send side closed on exit.  Delivery and cut-off as
+        for `watch_state`: a subscriber that falls `buffer` messages behind
+        is cut off (`rx` ends); `math.inf` never cuts off.
+
+        Raises:
+          ValueError: `buffer` is not a whole number >= 1 or `math.inf`.
+        """
+        send, receive = trio.open_memory_channel[ProcessInfo](_buffer_size(buffer))
+        self.watch_state(send)
+        try:
+            yield receive
+        finally:
+            self.unwatch_state(send)
+            send.close()
+
+    @overload
+    def subscribe_logs(
+        self, buffer: float = ..., *, batched: Literal[False] = ...
+    ) -> contextlib.AbstractAsyncContextManager[trio.MemoryReceiveChannel[LogMsg]]: ...
+
+    @overload
+    def subscribe_logs(
+        self, buffer: float = ..., *, batched: Literal[True]
+    ) -> contextlib.AbstractAsyncContextManager[trio.MemoryReceiveChannel[LogBatch]]: ...
+
+    @overload
+    def subscribe_logs(
+        self, buffer: float = ..., *, batched: bool
+    ) -> contextlib.AbstractAsyncContextManager[trio.MemoryReceiveChannel[Any]]: ...
+
+    def subscribe_logs(
+        self, buffer: float = math.inf, *, batched: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[trio.MemoryReceiveChannel[Any]]:
+        """Every output line of every proc, on a channel of its own, while in the block.
+
+        ``async with ovr.subscribe_logs() as rx: async for msg in rx: ...``:
+        as `subscribe_states`, for the messages of `watch_logs` (`LogMsg`,
+        or with `batched` one `LogBatch` per read).
+
+        Raises:
+          ValueError: `buffer` is not a whole number >= 1 or `math.inf`.
+        """
+        return self._subscribe_logs(_buffer_size(buffer), batched)
+
+    @contextlib.asynccontextmanager
+    async def _subscribe_logs(
+        self, buffer: float, batched: bool
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
+        send, receive = trio.open_memory_channel[Any](buffer)
+        self.watch_logs(send, batched=batched)
+        try:
+            yield receive
+        finally:
+            self.unwatch_logs(send)
+            send.close()
 
     # -- waiting -------------------------------------------------------------
 
