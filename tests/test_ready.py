@@ -276,6 +276,57 @@ async def test_never_ready_times_out_with_the_tail() -> None:
     assert "its last 20 lines of output:" in message
     assert "  out| line 11\n" in message and "out| line 10\n" not in message
     assert message.endswith("  out| line 29\n  out| ready")
+    assert "block buffer" not in message  # it printed: no hint
+
+
+#: Prints "ready" and sleeps without flushing: -I ignores PYTHONUNBUFFERED, so
+#: with stdout a pipe the line stays in Python's block buffer, as on a user's
+#: machine.  With -u it is written at once.
+def BLOCK_BUFFERED(*flags: str) -> list[str]:
+    return ["-I", "-S", *flags, "-c", "import time\nprint('ready')\ntime.sleep(3600)\n"]
+
+
+async def test_silent_proc_gets_the_block_buffering_hint() -> None:
+    async with overseer() as ovr:
+        ovr.add("buf", PY, BLOCK_BUFFERED(), ready_line="^ready$", ready_timeout=1)
+        with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
+            await ovr.start("buf")
+        # The fix it names works: -u.
+        ovr.add("unbuf", PY, BLOCK_BUFFERED("-u"), ready_line="^ready$", ready_timeout=T)
+        with trio.fail_after(T):
+            await ovr.start("unbuf")
+    message = str(caught.value)
+    assert message.startswith("proc 'buf' was not ready within 1 s: ")
+    assert message.endswith(
+        "it printed nothing; if it did print, its output may still sit in a block buffer: "
+        "its stdout is a pipe, not a terminal, so most programs flush it only every few KiB "
+        "or at exit. Make it line-buffered: 'python -u' or PYTHONUNBUFFERED=1 for Python, "
+        "'stdbuf -oL <command>' for C programs using stdio (a later release of trio_overseer "
+        "adds a pty mode, pty=True, for programs that only line-buffer a terminal)"
+    )
+
+
+async def test_wait_for_log_on_a_silent_proc_gets_the_hint() -> None:
+    async with overseer() as ovr:
+        ovr.add("buf", PY, BLOCK_BUFFERED())
+        with trio.fail_after(T):
+            await ovr.start("buf")
+            with pytest.raises(TimeoutError) as caught:
+                await ovr.wait_for_log("buf", "^ready$", timeout=0.5)
+    message = str(caught.value)
+    assert message.startswith(
+        "proc 'buf' printed no line matching '^ready$' within 0.5 s (it is running); "
+        "it printed nothing: if it did print, its output may still sit in a block buffer"
+    )
+    assert "'python -u' or PYTHONUNBUFFERED=1" in message and "stdbuf -oL" in message
+
+
+async def test_no_hint_when_no_line_was_awaited(tmp_path: Path) -> None:
+    async with overseer() as ovr:
+        ovr.add("buf", PY, BLOCK_BUFFERED(), ready_path=tmp_path / "no", ready_timeout=0.5)
+        with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
+            await ovr.start("buf")
+    assert str(caught.value).endswith("it printed nothing")
 
 
 async def test_never_ready_names_only_the_probes_that_failed(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ import trio
 from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd
 from ._errors import OverseerError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
-from ._ready import Readiness, make_readiness, wait_ready
+from ._ready import SILENT_HINT, Readiness, make_readiness, wait_ready
 from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs
 from ._spawn import signal_name
 from ._state import FINAL_STATES, State
@@ -825,9 +825,10 @@ class Overseer:
                 return found
         result: LogMsg = await self._wait(self._log_waiters, _Waiter(id, match), timeout)
         if result is None:
+            hint = "" if rec.tail else f"; it printed nothing: {SILENT_HINT}"
             raise TimeoutError(
                 f"proc {id!r} printed no line matching {regex.pattern!r} within {timeout} s "
-                f"(it is {rec.cmd.state.value})"
+                f"(it is {rec.cmd.state.value}){hint}"
             )
         return result
 

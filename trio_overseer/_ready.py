@@ -133,6 +133,7 @@ class _Probe:
     wait: Callable[[_Probe], Awaitable[None]]  # returns once the condition holds
     held: bool = False
     seen: str = ""  # why it did not hold at the last try
+    line: bool = attrs.field(default=False, kw_only=True)  # waits for a line of output
 
 
 async def _poll(probe: _Probe, attempt: Callable[[], Awaitable[str | None]]) -> None:
@@ -160,7 +161,7 @@ def _line_probe(ovr: Overseer, id: str, pattern: re.Pattern[str]) -> _Probe:
         probe.seen = "no such line yet"
         await ovr.wait_for_log(id, pattern)
 
-    return _Probe(f"a line matching {pattern.pattern!r}", wait)
+    return _Probe(f"a line matching {pattern.pattern!r}", wait, line=True)
 
 
 def _port_probe(host: str, port: int) -> _Probe:
@@ -353,7 +354,22 @@ def _message(
         what += f" after {info.restarts} restart{'s' if info.restarts > 1 else ''}"
     pending = [p for p in probes if not p.held] or probes
     waiting = "; ".join(f"{p.what} ({p.seen})" if p.seen else p.what for p in pending)
-    return f"{what}: still waiting for {waiting}\n{format_tail(ovr._procs[id].tail)}"
+    tail = ovr._procs[id].tail
+    output = format_tail(tail)
+    if not tail and any(p.line for p in pending):
+        output += f"; {SILENT_HINT}"
+    return f"{what}: still waiting for {waiting}\n{output}"
+
+
+#: Why a proc that should print a line may have printed nothing, and the fixes.
+SILENT_HINT = (
+    "if it did print, its output may still sit in a block buffer: its stdout is a "
+    "pipe, not a terminal, so most programs flush it only every few KiB or at exit. "
+    "Make it line-buffered: 'python -u' or PYTHONUNBUFFERED=1 for Python, "
+    "'stdbuf -oL <command>' for C programs using stdio (a later release of "
+    "trio_overseer adds a pty mode, pty=True, for programs that only line-buffer "
+    "a terminal)"
+)
 
 
 def format_tail(tail: LineTail, count: int = _TAIL) -> str:
