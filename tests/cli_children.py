@@ -30,6 +30,8 @@ import yaml
 
 PY = sys.executable
 TOOL = [PY, "-m", "trio_overseer"]
+#: The console script, as a user runs it (installed beside the interpreter).
+INSTALLED = [os.path.join(os.path.dirname(PY), "trio-overseer")]
 T = 20  # guard for anything awaited on real processes: generous, never a sync point
 
 
@@ -156,13 +158,17 @@ class Tool:
 
 @asynccontextmanager
 async def run_tool(
-    cwd: Path, *args: str, env: dict[str, str] | None = None, stdout: int | None = None
+    cwd: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdout: int | None = None,
+    tool: list[str] = TOOL,
 ) -> AsyncIterator[Tool]:
     """Run ``trio-overseer *args`` in `cwd`; end it for sure when the block exits."""
     environ = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     environ.update(env or {})
     proc = await trio.lowlevel.open_process(
-        [*TOOL, *args],
+        [*tool, *args],
         cwd=cwd,
         env=environ,
         stdin=subprocess.DEVNULL,
@@ -196,11 +202,13 @@ async def _end(proc: trio.Process) -> None:
         await proc.wait()
 
 
-async def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+async def run(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, tool: list[str] = TOOL
+) -> tuple[int, str, str]:
     """Run the tool to its end: (exit status, stdout, stderr)."""
-    async with run_tool(cwd, *args, env=env) as tool:
-        code = await tool.wait()
-    return code, tool.out.text, tool.err.text
+    async with run_tool(cwd, *args, env=env, tool=tool) as running:
+        code = await running.wait()
+    return code, running.out.text, running.err.text
 
 
 # --- the control socket, raw -------------------------------------------------------
@@ -249,10 +257,10 @@ async def wait_for_socket(path: Path) -> None:
             return
 
 
-async def client(cwd: Path, *args: str) -> tuple[int, str, str]:
+async def client(cwd: Path, *args: str, tool: list[str] = TOOL) -> tuple[int, str, str]:
     """Run a client command (``status``, ``stop``...) to its end."""
     with trio.fail_after(T):
         result = await trio.run_process(
-            [*TOOL, *args], cwd=cwd, capture_stdout=True, capture_stderr=True, check=False
+            [*tool, *args], cwd=cwd, capture_stdout=True, capture_stderr=True, check=False
         )
     return result.returncode, result.stdout.decode(), result.stderr.decode()

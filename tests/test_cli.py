@@ -119,12 +119,12 @@ async def test_default_config_file_order(tmp_path: Path) -> None:
     write_yaml(tmp_path, {"from_config_yml": {"cmd": "true"}}, name="config.yml")
     write_text(tmp_path, "Procfile", "from_procfile: true\n")
     found = []
-    for name in ("overseer.yml", "config.yml", "Procfile"):
+    for name in ("overseer.yml", "Procfile", "config.yml"):
         rc, out, err = await client(tmp_path, "check")
         assert rc == 0, err
         found.append(out.split()[0])
         (tmp_path / name).unlink()
-    assert found == ["overseer.yml:", "config.yml:", "Procfile:"]
+    assert found == ["overseer.yml:", "Procfile:", "config.yml:"]
     rc, out, err = await client(tmp_path, "check")
     assert rc == 2
     assert "no config file found" in err
@@ -253,7 +253,7 @@ async def test_only_runs_a_subset(tmp_path: Path) -> None:
     assert "I am b" not in out
     rc, out, err = await run(tmp_path, "start", "--only", "a,zz")
     assert (rc, out) == (2, "")
-    assert "--only: no proc 'zz'" in err and "known: a, b, c" in err
+    assert "no proc 'zz' in overseer.yml" in err and "known: a, b, c" in err
 
 
 async def test_json_lines(tmp_path: Path) -> None:

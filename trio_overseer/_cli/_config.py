@@ -16,8 +16,11 @@ objects and never starts anything.  Three formats are understood:
         stop_timeout: 5                    # seconds before escalating to SIGKILL
 
 * TOML (``overseer.toml``), the same keys under ``[procs.ID]`` tables.
-* Procfile (``name: command`` lines, as honcho and hivemind read them), with
-  an optional ``.env`` file beside it applied to every proc.
+* Procfile (``name: command`` lines, as honcho and foreman read them): each
+  command is a shell line, run by ``/bin/sh -c`` (see `_procfile`).
+
+The environment files (``.env``), ``PORT`` and concurrency are the project's
+business (`_project`): this module reads one file.
 
 Every problem found in a file is collected in one pass and reported together
 in a single `ConfigError`, so that a user fixes a config in one round trip
@@ -42,6 +45,8 @@ import attrs
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from ._procfile import join_continuations, parse_procfile, shell_argv
+
 __all__ = [
     "CONFIG_FILE_NAMES",
     "ConfigError",
@@ -49,18 +54,21 @@ __all__ = [
     "describe",
     "find_config",
     "load_config",
+    "read_config",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: File names `find_config` looks for, in order of preference.
+#: File names `find_config` looks for, in order of preference.  The generic
+#: ``config.yml`` counts only if it reads as a procs file (`_is_procs_file`).
 CONFIG_FILE_NAMES: tuple[str, ...] = (
     "overseer.yml",
-    "config.yml",
-    "Procfile",
     "overseer.yaml",
     "overseer.toml",
+    "Procfile",
+    "config.yml",
 )
+_GENERIC_NAMES = frozenset({"config.yml"})
 
 #: Keys allowed in a proc's settings (YAML and TOML).
 _FIELDS: tuple[str, ...] = (
@@ -72,15 +80,14 @@ _FIELDS: tuple[str, ...] = (
     "group",
     "stop_signal",
     "stop_timeout",
+    "shell",
+    "scale",
 )
 
 _Format = Literal["yaml", "toml", "procfile"]
 
-# Procfile line and proc name, as honcho reads them.
-_PROCFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# Procfile line, as honcho reads them (to guess a format).
 _PROCFILE_LINE = re.compile(r"([A-Za-z0-9_-]+):\s*(.*)")
-# A .env variable name, as POSIX shells accept them.
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # tomllib's wording for a table declared twice, used to name the proc.
 _TOML_DUPLICATE = re.compile(r"Cannot declare \('procs', '([^']*)'\) twice")
 # tomllib's position suffix, moved to the front of our messages.
@@ -112,8 +119,12 @@ class ProcSpec:
     """One process to supervise, as described by a config file.
 
     ``env`` only holds the variables the config adds on top of the inherited
-    environment.  ``delay`` is in seconds (config files give milliseconds).
+    environment (with a project: the env files, ``PORT``, then the proc's
+    own).  ``delay`` is in seconds (config files give milliseconds).
     ``stop_timeout`` is None when the config leaves it to the supervisor.
+    ``script`` is the shell line as written when ``argv`` runs it with
+    ``/bin/sh -c``.  ``type`` and ``instance`` name the proc an instance comes
+    from (``web.2``: ``web`` and 2; 0 when not scaled); the project sets them.
     """
 
     id: str
@@ -126,6 +137,10 @@ class ProcSpec:
     stop_signal: int = int(signal.SIGTERM)
     stop_timeout: float | None = None
     source: str = ""
+    script: str | None = None
+    scale: int = 1
+    type: str = ""
+    instance: int = 0
 
 
 # --------------------------------------------------------------------------
@@ -136,15 +151,36 @@ def find_config(directory: Path) -> Path:
     """Return the config file to use in ``directory``.
 
     Looks for the names in `CONFIG_FILE_NAMES`, in that order, so that an
-    explicit ``overseer.yml`` wins over a Procfile kept for other tools.
+    explicit ``overseer.yml`` wins over a Procfile kept for other tools, and
+    a Procfile over an application's own ``config.yml``: that generic name
+    counts only when the file reads as procs (every entry has a ``cmd``).
     """
+    skipped: list[str] = []
     for name in CONFIG_FILE_NAMES:
         candidate = directory / name
-        if candidate.is_file():
-            logger.debug("using config file %s", candidate)
-            return candidate
+        if not candidate.is_file():
+            continue
+        if name in _GENERIC_NAMES and not _is_procs_file(candidate):
+            skipped.append(name)
+            continue
+        logger.debug("using config file %s", candidate)
+        return candidate
+    why = f"; {', '.join(skipped)} is not a procs file (no entry with a 'cmd')" if skipped else ""
     raise ConfigError(
-        f"{directory}: no config file found (looked for {', '.join(CONFIG_FILE_NAMES)})"
+        f"{directory}: no config file found (looked for {', '.join(CONFIG_FILE_NAMES)}){why}"
+    )
+
+
+def _is_procs_file(path: Path) -> bool:
+    """Whether a generic YAML file reads as procs: a mapping of mappings with ``cmd``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and all(isinstance(value, dict) and "cmd" in value for value in data.values())
     )
 
 
@@ -153,8 +189,14 @@ def load_config(path: Path) -> list[ProcSpec]:
 
     The format is chosen by file name (``.yml``/``.yaml``, ``.toml``,
     ``Procfile``/``Procfile.*``), otherwise guessed from the content.
-    Raises `ConfigError` listing every problem found.
+    Raises `ConfigError` listing every problem found; warnings (lines
+    skipped) are dropped: `read_config` returns them.
     """
+    return read_config(path)[0]
+
+
+def read_config(path: Path) -> tuple[list[ProcSpec], list[str]]:
+    """Like `load_config`, also returning the warnings, each naming file and line."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -173,20 +215,31 @@ def load_config(path: Path) -> list[ProcSpec]:
         problems.add("no procs defined")
     problems.raise_if_any()
     logger.debug("loaded %d procs from %s", len(specs), source)
-    return specs
+    return specs, problems.warnings
 
 
-def describe(spec: ProcSpec) -> str:
+def describe(spec: ProcSpec, *, hide: Mapping[str, str] | None = None) -> str:
     """Render ``spec`` on one line for humans, e.g. for ``trio-overseer check``.
 
     The command is quoted so it could be pasted into a shell; settings that
-    differ from the defaults follow in brackets.
+    differ from the defaults follow in brackets.  Variables of ``hide`` (the
+    env files, shown once) are left out, and so is ``PORT`` unless the
+    command mentions it.
     """
     extras: list[str] = []
+    hide = hide or {}
+    text = spec.script if spec.script is not None else " ".join(spec.argv)
+    env = {
+        name: value
+        for name, value in spec.env.items()
+        if hide.get(name) != value and (name != "PORT" or "PORT" in text)
+    }
+    if spec.scale != 1:
+        extras.append(f"scale={spec.scale}")
     if spec.cwd is not None:
         extras.append(f"cwd={_quote(spec.cwd)}")
-    if spec.env:
-        extras.append("env=" + " ".join(f"{k}={_quote(v)}" for k, v in spec.env.items()))
+    if env:
+        extras.append("env=" + " ".join(f"{k}={_quote(v)}" for k, v in env.items()))
     if spec.delay:
         extras.append(f"delay={spec.delay:g}s")
     if spec.retry:
@@ -197,7 +250,12 @@ def describe(spec: ProcSpec) -> str:
         extras.append(f"stop_signal={_signal_name(spec.stop_signal)}")
     if spec.stop_timeout is not None:
         extras.append(f"stop_timeout={spec.stop_timeout:g}s")
-    command = " ".join(_quote(arg) for arg in spec.argv)
+    if spec.script is not None:
+        command = (
+            f"sh -c: {spec.script}" if spec.script.isprintable() else f"sh -c {_quote(spec.script)}"
+        )
+    else:
+        command = " ".join(_quote(arg) for arg in spec.argv)
     return f"{command}  [{'; '.join(extras)}]" if extras else command
 
 
@@ -211,6 +269,7 @@ class _Problems:
     def __init__(self, source: str) -> None:
         self.source = source
         self.messages: list[str] = []
+        self.warnings: list[str] = []  # lines skipped: the rest of the file applies
 
     def __bool__(self) -> bool:
         return bool(self.messages)
@@ -234,14 +293,16 @@ class _Problems:
         parts.append(message)
         self.messages.append(": ".join(parts))
 
-    def extend(self, other: _Problems) -> None:
-        """Take over the problems of another file (e.g. a ``.env``)."""
-        self.messages.extend(other.messages)
+    def warn(self, message: str, *, line: int | None = None) -> None:
+        """Record a warning at ``line``: something skipped, nothing refused."""
+        where = f"{self.source}: line {line}" if line is not None else self.source
+        self.warnings.append(f"{where}: {message}")
 
     def raise_if_any(self) -> None:
-        """Raise one `ConfigError` holding everything collected so far."""
+        """Raise one `ConfigError` holding everything collected so far (the
+        warnings last: a line skipped may be why nothing is left)."""
         if self.messages:
-            raise ConfigError(self.messages)
+            raise ConfigError(self.messages + [f"warning: {w}" for w in self.warnings])
 
 
 class _Invalid(Exception):
@@ -516,7 +577,24 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
 
     if settings.get("cmd") is None:
         problems.add("missing (the command to run is required)", proc=proc_id, field="cmd")
-    argv: tuple[str, ...] = check("cmd", _parse_cmd, ())
+    shell: bool = check("shell", _parse_shell, False)
+    script: str | None = None
+    if shell and isinstance(settings.get("cmd"), str):
+        script = settings["cmd"].strip()
+        if not script:
+            problems.add("must not be empty", proc=proc_id, field="cmd")
+        argv: tuple[str, ...] = shell_argv(script)
+    elif shell and settings.get("cmd") is not None:
+        problems.add(
+            f"with 'shell: true', expected the shell line as a string, got"
+            f" {_type_name(settings['cmd'])} {_show(settings['cmd'])}",
+            proc=proc_id,
+            field="cmd",
+        )
+        argv = ()
+    else:
+        argv = check("cmd", _parse_cmd, ())
+    scale: int = check("scale", _parse_scale, 1)
     cwd: str | None = check("cwd", lambda v: _parse_cwd(v, path), None)
     env: dict[str, str] = check("env", _parse_env, {})
     delay: float = check("delay", _parse_delay, 0.0)
@@ -537,6 +615,8 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
         stop_signal=stop_signal,
         stop_timeout=stop_timeout,
         source=str(path),
+        script=script,
+        scale=scale,
     )
 
 
@@ -550,7 +630,7 @@ def _unknown_field_message(key: object) -> str:
 def _parse_cmd(value: object) -> tuple[str, ...]:
     """A command given as a shell-like string or a list of strings."""
     if isinstance(value, str):
-        argv = _split_command(value)
+        argv = _split_command(join_continuations(value))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             if not isinstance(item, str):
@@ -656,6 +736,20 @@ def _parse_retry(value: object) -> int:
     return value
 
 
+def _parse_shell(value: object) -> bool:
+    """Whether ``cmd`` is a shell line for ``/bin/sh -c`` (as in a Procfile)."""
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _parse_scale(value: object) -> int:
+    """How many instances to run (``web.1``, ``web.2``...); 0 runs none."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(f"expected a number of instances (0 or more), got {_show(value)}")
+    return value
+
+
 def _parse_group(value: object) -> str:
     """A group name used to start/stop procs together."""
     if not isinstance(value, str):
@@ -688,126 +782,34 @@ def _parse_signal(value: object) -> int:
 def _parse_procfile(path: Path, text: str, problems: _Problems) -> list[ProcSpec]:
     """Parse ``name: command`` lines; procs run in the Procfile's directory.
 
-    Commands are split like a shell would (``#`` starts a comment), not run
-    through one: write ``sh -c '...'`` explicitly to use pipes or ``$VARS``.
+    Each command is a shell line run by ``/bin/sh -c``, as honcho and foreman
+    run it; lines they would ignore are skipped with a warning.
     """
-    env = _load_dotenv(path.parent / ".env", problems)
     cwd = _resolve_dir(path, ".")
+    entries, warnings = parse_procfile(text)
+    for line, message in warnings:
+        problems.warn(message, line=line)
     specs: list[ProcSpec] = []
     first_line: dict[str, int] = {}
-    for lineno, raw_line in enumerate(text.splitlines(), start=1):
-        line = raw_line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _PROCFILE_LINE.fullmatch(line)
-        if match is None:
-            name, sep, _ = line.partition(":")
-            if sep and name.strip() and not _PROCFILE_NAME.fullmatch(name):
-                problems.add(
-                    f"invalid proc name {name!r} (use letters, digits, '_' and '-')",
-                    line=lineno,
-                )
-            else:
-                problems.add(f"expected 'name: command', got {_show(line)}", line=lineno)
-            continue
-        name, command = match.groups()
-        if name in first_line:
+    for entry in entries:
+        if entry.name in first_line:
             problems.add(
-                f"duplicate proc id (first defined on line {first_line[name]})",
-                proc=name,
-                line=lineno,
+                f"duplicate proc id (first defined on line {first_line[entry.name]})",
+                proc=entry.name,
+                line=entry.line,
             )
             continue
-        first_line[name] = lineno
-        try:
-            argv = _split_command(command, comments=True)
-        except _Invalid as exc:
-            problems.add(str(exc), proc=name, field="cmd", line=lineno)
-            continue
-        if not argv:
-            problems.add("must not be empty", proc=name, field="cmd", line=lineno)
-            continue
-        specs.append(ProcSpec(id=name, argv=tuple(argv), cwd=cwd, env=dict(env), source=str(path)))
+        first_line[entry.name] = entry.line
+        specs.append(
+            ProcSpec(
+                id=entry.name,
+                argv=shell_argv(entry.command),
+                cwd=cwd,
+                source=str(path),
+                script=entry.command,
+            )
+        )
     return specs
-
-
-def _load_dotenv(path: Path, problems: _Problems) -> dict[str, str]:
-    """Read ``path`` as a ``.env`` file if it exists; problems name that file."""
-    if not path.exists():
-        return {}
-    env_problems = _Problems(str(path))
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        env_problems.add(f"cannot read: {_os_error(exc)}")
-        problems.extend(env_problems)
-        return {}
-    env = _parse_dotenv(text, env_problems)
-    problems.extend(env_problems)
-    logger.debug("read %d variables from %s", len(env), path)
-    return env
-
-
-def _parse_dotenv(text: str, problems: _Problems) -> dict[str, str]:
-    """Parse ``KEY=VALUE`` lines: ``#`` comments, optional ``export``, quotes.
-
-    Single quotes are literal; double quotes understand ``\\n``, ``\\t``,
-    ``\\"`` and ``\\\\``; unquoted values end at `` #``.  No ``$VAR``
-    expansion is done.
-    """
-    env: dict[str, str] = {}
-    for lineno, raw_line in enumerate(text.splitlines(), start=1):
-        line = raw_line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export") and line[6:7].isspace():
-            line = line[6:].lstrip()
-        name, sep, rest = line.partition("=")
-        name = name.strip()
-        if not sep:
-            problems.add(f"expected 'NAME=value', got {_show(line)}", line=lineno)
-            continue
-        if not _ENV_NAME.fullmatch(name):
-            problems.add(f"invalid variable name {name!r}", line=lineno)
-            continue
-        try:
-            env[name] = _dotenv_value(rest.strip())
-        except _Invalid as exc:
-            problems.add(f"variable {name!r}: {exc}", line=lineno)
-    return env
-
-
-_DOUBLE_QUOTE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
-
-
-def _dotenv_value(text: str) -> str:
-    """Unquote one ``.env`` value."""
-    if text[:1] == "'":
-        end = text.find("'", 1)
-        if end < 0:
-            raise _Invalid("unterminated single quote")
-        value, rest = text[1:end], text[end + 1 :]
-    elif text[:1] == '"':
-        chars: list[str] = []
-        index = 1
-        while index < len(text) and text[index] != '"':
-            char = text[index]
-            if char == "\\" and index + 1 < len(text):
-                following = text[index + 1]
-                chars.append(_DOUBLE_QUOTE_ESCAPES.get(following, "\\" + following))
-                index += 2
-            else:
-                chars.append(char)
-                index += 1
-        if index >= len(text):
-            raise _Invalid("unterminated double quote")
-        value, rest = "".join(chars), text[index + 1 :]
-    else:
-        return re.split(r"\s#", text, maxsplit=1)[0].rstrip()
-    rest = rest.strip()
-    if rest and not rest.startswith("#"):
-        raise _Invalid(f"unexpected text after the closing quote: {_show(rest)}")
-    return value
 
 
 # --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 
 if TYPE_CHECKING:
-    from ._config import ProcSpec
+    from ._project import Options, Project
 
 __all__ = ["main"]
 
@@ -58,33 +59,83 @@ def _setup_logging() -> None:
 
 # -- config ---------------------------------------------------------------------
 
+# `-c web=2,worker=3`: honcho's concurrency, as opposed to `-c FILE`.
+_CONCURRENCY = re.compile(r"\s*[^=,\s]+\s*=\s*\d+\s*(?:,\s*[^=,\s]+\s*=\s*\d+\s*)*")
 
-def _load(config: str | None) -> tuple[Path, list[ProcSpec]]:
-    """The config file to use and its procs; `_UsageError` with the diagnosis if invalid."""
+
+def _options(args: argparse.Namespace, names: Sequence[str] = ()) -> Options:
+    """The project options of the command line (see `_project_options`)."""
+    from ._project import Options
+
+    config: str | None = args.config
+    concurrency: dict[str, int] = {}
+    value: str | None = args.c_value
+    if value is not None:
+        looks = _CONCURRENCY.fullmatch(value) is not None
+        if looks and Path(value).exists():
+            raise _UsageError(
+                f"-c {value}: ambiguous: a file of that name exists and it reads as "
+                "concurrency; use -f FILE for the config file or -m NAME=N for concurrency"
+            )
+        if looks:
+            concurrency.update(_concurrency(value, "-c"))
+        elif config is not None:
+            raise _UsageError(f"-c {value}: the config file is already given ({config})")
+        else:
+            config = value
+    for spec in getattr(args, "concurrency", None) or ():
+        concurrency.update(_concurrency(spec, "-m/--concurrency"))
+    env_files = None
+    if args.env is not None:
+        env_files = tuple(name.strip() for name in args.env.split(",") if name.strip())
+        if not env_files:
+            raise _UsageError("-e: expected FILE[,FILE...]")
+    port = getattr(args, "port", None)
+    if port is not None and not 0 < port < 65536:
+        raise _UsageError(f"-p/--port: expected a port number (1 to 65535), got {port}")
+    wanted = list(names)
+    only = getattr(args, "only", None)
+    if only is not None:
+        wanted += [name.strip() for name in only.split(",") if name.strip()]
+        if not wanted:
+            raise _UsageError("--only: expected ID[,ID...]")
+    return Options(
+        config=config,
+        env_files=env_files,
+        concurrency=concurrency,
+        port=port,
+        names=tuple(wanted),
+    )
+
+
+def _concurrency(text: str, option: str) -> dict[str, int]:
+    from ._project import parse_concurrency
+
     try:
-        from ._config import ConfigError, find_config, load_config
+        return parse_concurrency(text)
+    except ValueError as exc:
+        raise _UsageError(f"{option} {text}: {exc}") from None
+
+
+def _load(options: Options) -> Project:
+    """The project of the options; `_UsageError` with the diagnosis if invalid."""
+    try:
+        from ._config import ConfigError
+        from ._project import load_project
     except ImportError as exc:  # PyYAML is an optional dependency of the library
         raise _UsageError(
             f"the command-line tool needs PyYAML ({exc}); install it with "
             "pip install 'trio-overseer[cli]'"
         ) from None
     try:
-        path = Path(find_config(Path.cwd()).name) if config is None else Path(config)
-        return path, load_config(path)
+        return load_project(options)
     except ConfigError as exc:
         raise _UsageError("\n".join(exc.problems)) from None
 
 
-def _select(specs: list[ProcSpec], only: str | None, path: Path) -> list[ProcSpec]:
-    if only is None:
-        return specs
-    wanted = [name.strip() for name in only.split(",") if name.strip()]
-    known = [spec.id for spec in specs]
-    unknown = [name for name in wanted if name not in known]
-    if unknown or not wanted:
-        what = ", ".join(map(repr, unknown)) if unknown else "nothing"
-        raise _UsageError(f"--only: no proc {what} in {path} (known: {', '.join(known)})")
-    return [spec for spec in specs if spec.id in wanted]
+def _warn(project: Project) -> None:
+    for warning in project.warnings:
+        _say(f"warning: {warning}")
 
 
 # -- commands -------------------------------------------------------------------
@@ -93,10 +144,29 @@ def _select(specs: list[ProcSpec], only: str | None, path: Path) -> list[ProcSpe
 def _cmd_check(args: argparse.Namespace) -> int:
     from ._config import describe
 
-    path, specs = _load(args.config)
-    width = max(len(spec.id) for spec in specs)
-    lines = [f"{path}: {len(specs)} proc{'s' if len(specs) != 1 else ''}, valid"]
-    lines += [f"  {spec.id.ljust(width)}  {describe(spec)}" for spec in specs]
+    project = _load(_options(args, args.names))
+    specs = project.specs
+    lines = [f"{project.path}: {len(specs)} proc{'s' if len(specs) != 1 else ''}, valid"]
+    if specs:
+        width = max(len(spec.id) for spec in specs)
+        for spec in specs:
+            lines.append(f"  {spec.id.ljust(width)}  {describe(spec, hide=project.env)}")
+    if project.env_files:
+        names = ", ".join(project.env)
+        lines.append(
+            f"environment from {', '.join(map(str, project.env_files))}: "
+            f"{len(project.env)} variable{'s' if len(project.env) != 1 else ''}"
+            + (f" ({names})" if names else "")
+        )
+    notes = list(project.notes)
+    if any(spec.script is not None for spec in specs):
+        notes.insert(0, "each command is a shell line run by /bin/sh -c, as honcho and foreman do")
+    if project.warnings:
+        lines.append(f"{len(project.warnings)} warning{'s' if len(project.warnings) != 1 else ''}:")
+        lines += [f"  {warning}" for warning in project.warnings]
+    if notes:
+        lines.append("notes:")
+        lines += [f"  {note}" for note in notes]
     print("\n".join(lines))
     return EXIT_OK
 
@@ -109,10 +179,13 @@ def _cmd_start(args: argparse.Namespace) -> int:
     from ._start import Instance
 
     try:
-        path, specs = _load(args.config)
+        project = _load(_options(args, args.names))
     except _UsageError as exc:
         raise _UsageError(f"{exc}\nnothing was started: fix the config file first") from None
-    specs = _select(specs, args.only, path)
+    _warn(project)
+    specs = list(project.specs)
+    if not specs:
+        raise _UsageError(f"{project.path}: every proc is scaled to 0: nothing to start")
     choice = "never" if args.json else args.color
     if hasattr(sys.stdout, "reconfigure"):  # never fail on what a terminal cannot show
         sys.stdout.reconfigure(errors="replace")
@@ -225,14 +298,53 @@ def _parser() -> argparse.ArgumentParser:
             help=f"the control socket (default: ./{_DEFAULT_SOCKET})",
         )
 
-    def config_option(sub: argparse.ArgumentParser) -> None:
+    def config_option(sub: argparse.ArgumentParser, *, scaling: bool = True) -> None:
+        sub.add_argument(
+            "-f",
+            "--config",
+            "--procfile",
+            dest="config",
+            metavar="FILE",
+            help="config file (default: overseer.yml, overseer.yaml, overseer.toml, Procfile, "
+            "then config.yml if it holds procs)",
+        )
         sub.add_argument(
             "-c",
-            "--config",
-            metavar="FILE",
-            help="config file (default: overseer.yml, config.yml, then Procfile "
-            "in the current directory)",
+            dest="c_value",
+            metavar="FILE|NAME=N,...",
+            help="the config file, or concurrency as honcho's -c (web=2,worker=3)",
         )
+        sub.add_argument(
+            "-e",
+            "--env",
+            metavar="FILE[,FILE]",
+            help="environment files, later ones win (default: .env, if present)",
+        )
+        sub.add_argument(
+            "-d",
+            "--root",
+            "--app-root",
+            dest="root",
+            metavar="DIR",
+            help="run as if started in DIR (config, env files, socket)",
+        )
+        if scaling:
+            sub.add_argument(
+                "-m",
+                "--concurrency",
+                "--formation",
+                action="append",
+                metavar="NAME=N,...",
+                help="instances of each proc (all=N for every one); 0 runs none",
+            )
+            sub.add_argument(
+                "-p",
+                "--port",
+                type=int,
+                metavar="N",
+                help="base port: PORT is N + 100 per proc, +1 per instance "
+                "(default: PORT of the env files or the environment, else 5000)",
+            )
 
     def colour_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
@@ -244,6 +356,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-color", action="store_true", help="same as --color=never")
 
     sub = command("start", "run every proc of the config file until all have ended")
+    sub.add_argument("names", nargs="*", metavar="NAME", help="run only these procs")
     config_option(sub)
     sub.add_argument("--only", metavar="ID,ID", help="run only these procs")
     sub.add_argument("--json", action="store_true", help="write JSON Lines for machines")
@@ -253,6 +366,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=_cmd_start)
 
     sub = command("check", "validate the config file and show each proc's command")
+    sub.add_argument("names", nargs="*", metavar="NAME", help="check only these procs")
     config_option(sub)
     sub.set_defaults(func=_cmd_check)
 
@@ -302,6 +416,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._client import ClientError
 
     try:
+        root = getattr(args, "root", None)
+        if root is not None:
+            try:
+                os.chdir(root)
+            except OSError as exc:
+                raise _UsageError(f"-d {root}: {exc.strerror or exc}") from None
         status: int = args.func(args)
     except _UsageError as exc:
         for line in str(exc).splitlines():
