@@ -447,6 +447,7 @@ class Reg:
     retry_times: int
     busy: bool = False  # a supervision is in progress
     stop_requested: bool = False  # in the current supervision
+    stopped: bool = False  # stop() since the last start: status() shows retry_times 0
     sup_runs: int = 0  # runs in the current supervision
     runs: list[Run] = attrs.field(factory=list)
     last: ProcessInfo | None = None
@@ -454,7 +455,7 @@ class Reg:
 
     def begin_supervision(self, background: Background | None = None) -> None:
         self.busy = True
-        self.stop_requested = False
+        self.stop_requested = self.stopped = False
         self.sup_runs = 0
         self.background = background
 
@@ -554,7 +555,7 @@ class Executor:
         run = reg.runs[-1]
         run.infos.append(info)
         reg.last = info
-        assert info.retry_times == reg.retry_times, info
+        assert info.retry_times == (0 if reg.stopped else reg.retry_times), info
         if info.state in (State.RUNNING, State.STOPPING):
             assert info.pid > 0 and info.exit_code == -1, info
         if info.state not in FINAL:
@@ -711,6 +712,7 @@ class Executor:
 
     def _stop_model(self, reg: Reg, *, kill: bool) -> None:
         run = reg.live_run
+        reg.stopped = True
         if run is not None:
             run.touched = run.stop_requested = True
         if reg.busy:
