@@ -25,7 +25,9 @@ on the rendered page), several separated by ``;``:
 Blocks run in a temporary directory holding a copy of ``examples/``, with the
 interpreter running these tests (and its venv's scripts) first on ``PATH``
 and ``PYTHONUNBUFFERED`` unset, as on users' machines.  A ``python`` block
-with a top-level ``await`` runs as Trio's REPL (``python -m trio``) runs it.
+with a top-level ``await`` is pasted into Trio's REPL (``python -m trio``), as
+the docs tell users to do: a blank line must end each top-level compound
+statement, and none may stand inside one.
 Whatever a block leaves running fails the test (the ``no_survivors`` check).
 """
 
@@ -56,18 +58,8 @@ DIRECTIVES = {"skip", "xfail", "pytest", "file", "config", "instance", "needs"}
 #: Generous: a block is a short example, but CI machines are busy.
 TIMEOUT = 120.0
 
-#: Runs a block with top-level ``await`` in Trio, as ``python -m trio`` would.
-AWAIT_RUNNER = """\
-import ast, sys, trio
-path = sys.argv[1]
-code = compile(open(path).read(), path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-namespace = {"__name__": "__main__"}
-async def main():
-    result = eval(code, namespace)
-    if result is not None:
-        await result
-trio.run(main)
-"""
+#: What Trio's REPL writes to stderr when a pasted line fails.
+REPL_ERROR = re.compile(r"^Traceback \(most recent call last\)|^\w+(Error|Exception)\b", re.M)
 
 
 @dataclass(frozen=True)
@@ -160,20 +152,28 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], cwd: Path, what: str) -> str:
-    """Run `argv` in its own process group; fail with its output unless it exits 0."""
+def run(argv: list[str], cwd: Path, what: str, paste: str | None = None) -> str:
+    """Run `argv` in its own process group; fail with its output unless it exits 0.
+
+    With `paste`, that text is its standard input (as pasted into a REPL),
+    and any error the REPL reports fails too.
+    """
     proc = subprocess.Popen(
-        argv, cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+        argv, cwd=cwd, env=environment(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if paste is None else subprocess.PIPE,
+        stdin=subprocess.DEVNULL if paste is None else subprocess.PIPE,
+        text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        output, _ = proc.communicate(timeout=TIMEOUT)
+        output, errors = proc.communicate(paste, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{what} did not end within {TIMEOUT:.0f} s; output:\n{output}")
-    if proc.returncode != 0:
-        pytest.fail(f"{what} exited with status {proc.returncode}; output:\n{output}")
+        output, errors = proc.communicate()
+        pytest.fail(f"{what} did not end within {TIMEOUT:.0f} s; output:\n{output}{errors or ''}")
+    if proc.returncode != 0 or (paste is not None and REPL_ERROR.search(errors)):
+        pytest.fail(
+            f"{what} exited with status {proc.returncode}; output:\n{output}{errors or ''}"
+        )
     return output
 
 
@@ -240,6 +240,7 @@ def test_block_runs(block: Block, tmp_path: Path) -> None:
             pytest.skip(f"{program} is not installed")
     prepare(block, tmp_path)
     what = f"the {block.lang} block at {block.id}"
+    paste = None
     if block.lang == "python":
         if block.directive("pytest") is not None:
             (tmp_path / "test_snippet.py").write_text(block.code)
@@ -249,14 +250,15 @@ def test_block_runs(block: Block, tmp_path: Path) -> None:
             try:
                 compile(block.code, "snippet.py", "exec")
                 argv = [PY, "snippet.py"]
-            except SyntaxError:  # top-level await: run it as Trio's REPL does
-                argv = [PY, "-c", AWAIT_RUNNER, "snippet.py"]
+            except SyntaxError:  # top-level await: pasted into Trio's REPL
+                argv = [PY, "-m", "trio"]
+                paste = block.code + "\n\n"
     else:
         (tmp_path / "snippet.sh").write_text(block.code)
         argv = ["bash", "-e", "-o", "pipefail", "snippet.sh"]
     config = block.directive("instance")
     with instance(config, tmp_path) if config else _nothing():
-        run(argv, tmp_path, what)
+        run(argv, tmp_path, what, paste)
 
 
 @contextmanager
