@@ -189,6 +189,37 @@ def test_bad_overseer_arguments(kwargs: dict[str, float]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"stop_timeout": math.inf}, ValueError, "stop_timeout must be a finite number >= 0"),
+        ({"backoff_base": math.inf}, ValueError, "backoff_base must be a finite number >= 0"),
+        ({"handle_signals": "no"}, TypeError, "handle_signals must be True or False, got 'no'"),
+    ],
+    ids=str,
+)
+def test_bad_overseer_arguments_say_why(kwargs: dict[str, Any], error: type, message: str) -> None:
+    with pytest.raises(error, match=f"^Overseer {re.escape(message)}"):
+        Overseer(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"group": None}, "Cmd group must be a string ('' for none), got None"),
+        ({"dir": 3}, "Cmd dir must be a path (str or os.PathLike), got 3"),
+        ({"buffered": "no"}, "Cmd buffered must be True or False, got 'no'"),
+    ],
+    ids=str,
+)
+def test_bad_add_types_name_the_proc(kwargs: dict[str, Any], message: str) -> None:
+    ovr = Overseer(handle_signals=False)
+    with pytest.raises(TypeError) as caught:
+        ovr.add("p", PY, **kwargs)
+    assert str(caught.value) == f"proc 'p': {message}"
+    assert not ovr.has_proc("p")
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [{"args": [1]}, {"stop_timeout": -1.0}, {"retry_times": -1}, {"delay_start": -1.0}],
     ids=str,

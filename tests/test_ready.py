@@ -12,7 +12,7 @@ import pytest
 import trio
 from children import PRINT_THEN_SLEEP, PY, SLEEP_FOREVER, python
 
-from trio_overseer import OverseerError, State, open_overseer
+from trio_overseer import Overseer, OverseerError, State, open_overseer
 from trio_overseer._ready import NotReadyError, make_readiness, wait_ready
 
 T = 20  # guard for anything awaited on real processes; never a sync point
@@ -485,6 +485,52 @@ def test_invalid_options(option: str, value: Any, error: str) -> None:
     options[option] = value
     with pytest.raises(ValueError, match=f"^proc 'p': {error}"):
         make_readiness("p", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"ready_path": ""}, ValueError, "ready_path must be a non-empty path, got ''"),
+        ({"ready_path": 3}, TypeError, "ready_path must be a path (str or os.PathLike), got 3"),
+        ({"ready_line": ""}, ValueError, "an empty ready_line matches any line"),
+        ({"ready_line": "("}, ValueError, "ready_line '(' is not a valid regex: missing ),"),
+        ({"ready_line": 3}, TypeError, "ready_line must be a regex (str or re.Pattern), got 3"),
+        (
+            {"ready_port": ("h", 80, 1)},
+            ValueError,
+            "ready_port must be a port number or a (host, port) pair, got ('h', 80, 1)",
+        ),
+        (
+            {"ready_port": "80"},
+            ValueError,
+            "ready_port must be a port number or a (host, port) pair, got '80'",
+        ),
+        ({"ready_check": 3}, TypeError, "ready_check must be an async callable, got 3"),
+    ],
+    ids=str,
+)
+def test_bad_ready_options_name_the_proc(
+    options: dict[str, Any], error: type, message: str
+) -> None:
+    ovr = Overseer(handle_signals=False)
+    with pytest.raises(error) as caught:
+        ovr.add("p", PY, SLEEP_FOREVER, **options)
+    assert str(caught.value).startswith(f"proc 'p': {message}")
+    assert not ovr.has_proc("p")
+
+
+async def test_sync_ready_check_says_it_must_be_async() -> None:
+    def check() -> bool:  # not async: it would never be awaited
+        return True
+
+    async with overseer() as ovr:
+        ovr.add("p", PY, SLEEP_FOREVER, ready_check=check, ready_timeout=0.3)  # type: ignore[arg-type]
+        with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
+            await ovr.start("p")
+    assert (
+        "ready_check test_sync_ready_check_says_it_must_be_async.<locals>.check() (it returned "
+        "True, not an awaitable: ready_check must be an async function)"
+    ) in str(caught.value)
 
 
 def test_readiness_is_false_without_probes() -> None:

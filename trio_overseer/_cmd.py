@@ -88,9 +88,22 @@ def _to_args(args: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_group(_: Any, __: Any, group: object) -> None:
+    if not isinstance(group, str):
+        raise TypeError(f"Cmd group must be a string ('' for none), got {group!r}")
+
+
+def _check_flag(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    # A flag given as a string ("no", "false") would be true: refuse it.
+    if not isinstance(value, bool):
+        raise TypeError(f"Cmd {attribute.name} must be True or False, got {value!r}")
+
+
 def _to_dir(path: str | os.PathLike[str] | None) -> str | None:
     if path is None:
         return None
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"Cmd dir must be a path (str or os.PathLike), got {path!r}")
     text = os.fspath(path)
     if not isinstance(text, str) or not text:
         raise ValueError(f"Cmd dir must be a non-empty path, got {path!r}")
@@ -150,11 +163,11 @@ class Cmd:
 
     name: str = attrs.field(validator=_check_name)
     args: tuple[str, ...] = attrs.field(default=(), converter=_to_args)
-    group: str = attrs.field(default="", kw_only=True, validator=attrs.validators.instance_of(str))
+    group: str = attrs.field(default="", kw_only=True, validator=_check_group)
     dir: str | None = attrs.field(default=None, kw_only=True, converter=_to_dir)
     env: dict[str, str] | None = attrs.field(default=None, kw_only=True, converter=_to_env)
-    buffered: bool = attrs.field(default=True, kw_only=True, converter=bool)
-    streaming: bool = attrs.field(default=False, kw_only=True, converter=bool)
+    buffered: bool = attrs.field(default=True, kw_only=True, validator=_check_flag)
+    streaming: bool = attrs.field(default=False, kw_only=True, validator=_check_flag)
     line_buffer_size: int = attrs.field(default=16384, kw_only=True, validator=_check_line_size)
     stop_signal: int = attrs.field(default=_signal.SIGTERM, kw_only=True, validator=_check_signal)
     stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_non_negative)

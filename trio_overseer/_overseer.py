@@ -60,6 +60,17 @@ def _positive(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
         raise ValueError(f"Overseer {attribute.name} must be a number >= 0, got {value!r}")
 
 
+def _finite(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if math.isinf(value):
+        raise ValueError(f"Overseer {attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+def _flag(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    # "no" or "false" would be true: refuse anything but a bool.
+    if not isinstance(value, bool):
+        raise TypeError(f"Overseer {attribute.name} must be True or False, got {value!r}")
+
+
 @attrs.define(eq=False)
 class _Proc:
     """One registered proc and its supervision."""
@@ -170,9 +181,9 @@ class Overseer:
     own a nursery for their duration.
     """
 
-    stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_positive)
-    handle_signals: bool = attrs.field(default=True, kw_only=True)
-    backoff_base: float = attrs.field(default=0.1, kw_only=True, validator=_positive)
+    stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=[_positive, _finite])
+    handle_signals: bool = attrs.field(default=True, kw_only=True, validator=_flag)
+    backoff_base: float = attrs.field(default=0.1, kw_only=True, validator=[_positive, _finite])
     backoff_max: float = attrs.field(default=30.0, kw_only=True, validator=_positive)
     seed: int | None = attrs.field(default=None, kw_only=True)
 

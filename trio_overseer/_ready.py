@@ -23,6 +23,7 @@ so the proc can be started again at once.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import ssl
@@ -90,6 +91,11 @@ def make_readiness(
         raise ValueError(f"proc {id!r}: ready_timeout must be a number > 0, got {timeout!r}")
     address: tuple[str, int] | None = None
     if port is not None:
+        if not isinstance(port, int) and not (isinstance(port, tuple) and len(port) == 2):
+            raise ValueError(
+                f"proc {id!r}: ready_port must be a port number or a (host, port) pair, "
+                f"got {port!r}"
+            )
         host, number = ("127.0.0.1", port) if isinstance(port, int) else port
         if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:
             raise ValueError(f"proc {id!r}: ready_port must be a TCP port number, got {port!r}")
@@ -101,13 +107,39 @@ def make_readiness(
     if check is not None and not callable(check):
         raise TypeError(f"proc {id!r}: ready_check must be an async callable, got {check!r}")
     return Readiness(
-        line=re.compile(line) if line is not None else None,
+        line=_to_regex(id, line) if line is not None else None,
         port=address,
         url=url,
-        path=os.fspath(path) if path is not None else None,
+        path=_to_path(id, path) if path is not None else None,
         check=check,
         timeout=float(timeout),
     )
+
+
+def _to_regex(id: str, line: object) -> re.Pattern[str]:
+    if not isinstance(line, str | re.Pattern):
+        raise TypeError(
+            f"proc {id!r}: ready_line must be a regex (str or re.Pattern), got {line!r}"
+        )
+    if not (line if isinstance(line, str) else line.pattern):
+        raise ValueError(
+            f"proc {id!r}: an empty ready_line matches any line; give the line to wait for"
+        )
+    try:
+        return re.compile(line)
+    except (re.error, TypeError) as exc:  # TypeError: a bytes pattern
+        raise ValueError(f"proc {id!r}: ready_line {line!r} is not a valid regex: {exc}") from None
+
+
+def _to_path(id: str, path: object) -> str:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"proc {id!r}: ready_path must be a path (str or os.PathLike), got {path!r}"
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"proc {id!r}: ready_path must be a non-empty path, got {path!r}")
+    return text
 
 
 def _check_url(id: str, url: object) -> None:
@@ -245,7 +277,13 @@ def _check_probe(check: Callable[[], Awaitable[bool]]) -> _Probe:
 
     async def attempt() -> str | None:
         try:
-            result = await check()
+            pending = check()
+            if not inspect.isawaitable(pending):  # a sync function: it never holds
+                return (
+                    f"it returned {pending!r}, not an awaitable: "
+                    "ready_check must be an async function"
+                )
+            result = await pending
         except Exception as exc:  # a predicate that fails means "not yet"
             return f"it raised {exc!r}"
         return None if result else f"it returned {result!r}"
