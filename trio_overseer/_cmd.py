@@ -18,6 +18,12 @@ run is cancelled; once the group is gone they get `_DRAIN_GRACE` seconds to
 reach EOF (only a process that escaped the group can hold a pipe open that
 long).  The final state is announced after the last line: every line of a
 run is published before its final state.
+
+Flow control: while the Overseer's `OutputGate` is held (a consumer such as
+the CLI's stdout cannot keep up), the pumps of a live run stop reading, so
+the child blocks once its pipe is full, as on a paused terminal.  Once the
+group is gone the drain ignores the gate: what is left is at most a pipe's
+content, and a run always ends with every line it wrote.
 """
 
 from __future__ import annotations
@@ -58,6 +64,42 @@ _SPAWN_HINTS = {
     errno.E2BIG: "the arguments and environment are too large for exec",
     errno.ENOMEM: "out of memory",
 }
+
+class OutputGate:
+    """Holds back the reading of live runs' pipes while a consumer cannot keep up.
+
+    Held, the pumps of running processes stop reading (the children block
+    once their pipes are full); released, they read on.  Draining an ended
+    run ignores it.
+    """
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        self._open = trio.Event()
+        self._open.set()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether pipes are read."""
+        return self._open.is_set()
+
+    def hold(self) -> None:
+        """Stop reading the pipes of live runs (sync, never blocks)."""
+        if self._open.is_set():
+            self._open = trio.Event()
+
+    def release(self) -> None:
+        """Read them again."""
+        self._open.set()
+
+    async def wait_open(self) -> None:
+        """Until the gate is released.
+
+        Cancellation: safe.
+        """
+        await self._open.wait()
+
 
 StateHook = Callable[["Cmd"], None]
 OutputHook = Callable[["Cmd", int, list[str]], None]
@@ -210,6 +252,11 @@ class Cmd:
     _tag: str = attrs.field(init=False, default="")
     _tag_prefix: str = attrs.field(init=False, default="")
     _scanner: Scanner | None = attrs.field(init=False, default=None)
+    # Flow control (set by the Overseer): while held, live pumps wait in one
+    # of `_holds`; `_draining` (the group is gone) makes them read regardless.
+    _gate: OutputGate | None = attrs.field(init=False, default=None)
+    _holds: list[trio.CancelScope] = attrs.field(init=False, factory=list)
+    _draining: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         if self.streaming:
@@ -273,13 +320,19 @@ class Cmd:
             self._on_state(self)
 
     def _attach(
-        self, on_state: StateHook, on_output: OutputHook, tag_prefix: str, scanner: Scanner
+        self,
+        on_state: StateHook,
+        on_output: OutputHook,
+        tag_prefix: str,
+        scanner: Scanner,
+        gate: OutputGate | None = None,
     ) -> None:
         """Let the Overseer observe state changes and lines, and tag the run (before run())."""
         self._on_state = on_state
         self._on_output = on_output
         self._tag_prefix = tag_prefix
         self._scanner = scanner
+        self._gate = gate
 
     def _child_env(self) -> dict[bytes, bytes]:
         """The child's environment: `env` (or ours) plus the run's tag.
@@ -434,6 +487,9 @@ class Cmd:
                 deadline = trio.current_time() + _DRAIN_GRACE
                 for _, _, scope in pumps:
                     scope.deadline = deadline
+                self._draining = True  # what is left is bounded: read it whatever the gate
+                for hold in self._holds:
+                    hold.cancel()
                 if not swept:
                     await self._sweep_if_stopped_while_draining(deadline)
 
@@ -508,9 +564,15 @@ class Cmd:
         """Read one pipe to EOF (or the drain deadline), emitting whole lines."""
         splitter = LineSplitter(self.line_buffer_size)
         emit = self._emit
+        gate = self._gate
         try:
             with scope:
-                while data := await stream.receive_some(_READ_SIZE):
+                while True:
+                    if gate is not None and not gate.is_open and not self._draining:
+                        await self._held(gate)
+                    data = await stream.receive_some(_READ_SIZE)
+                    if not data:
+                        break
                     if lines := splitter.feed(data):
                         emit(kind, lines)
         finally:
@@ -520,6 +582,15 @@ class Cmd:
                 self._drain_scope.cancel()
         if lines := splitter.flush():
             emit(kind, lines)
+
+    async def _held(self, gate: OutputGate) -> None:
+        """Wait until `gate` is released or the drain begins."""
+        with trio.CancelScope() as hold:
+            self._holds.append(hold)
+            try:
+                await gate.wait_open()
+            finally:
+                self._holds.remove(hold)
 
     def _emit(self, kind: int, lines: list[str]) -> None:
         if self.buffered:

@@ -38,7 +38,7 @@ from typing import Any, Literal, overload
 import attrs
 import trio
 
-from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd
+from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd, OutputGate
 from ._errors import OverseerError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
 from ._ready import SILENT_HINT, Readiness, make_readiness, wait_ready
@@ -204,6 +204,7 @@ class Overseer:
     _scanner: Scanner = attrs.field(init=False, factory=Scanner)
     _watchdog: Watchdog | None = attrs.field(init=False, default=None)
     _in_block: bool = attrs.field(init=False, default=False)
+    _gate: OutputGate = attrs.field(init=False, factory=OutputGate)  # see _hold_output
 
     def __attrs_post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -376,6 +377,7 @@ class Overseer:
             lambda c, kind, lines: self._output(rec, kind, lines),
             self._token,
             self._scanner,
+            self._gate,
         )
 
     def _state_changed(self, rec: _Proc, cmd: Cmd) -> None:
@@ -674,6 +676,18 @@ class Overseer:
             self._stopping = True
         for id in list(self._procs):
             self.stop(id, kill=kill)
+
+    def _hold_output(self, held: bool) -> None:
+        """Flow control for a consumer of lines that fell behind (the CLI's stdout).
+
+        While held, running procs' pipes are not read: a proc blocks once its
+        pipe is full, as on a paused terminal.  Stops, signals and state
+        changes are not affected, and an ending run is still read to its end.
+        """
+        if held:
+            self._gate.hold()
+        else:
+            self._gate.release()
 
     # -- subscribers ---------------------------------------------------------
 

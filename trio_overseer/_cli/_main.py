@@ -405,6 +405,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trio-overseer`` command line; return the exit status."""
+    _fill_closed_fds()
+    if sys.stdout is None:  # started with stdout closed (>&-)
+        _say("stdout is closed; redirect it instead (>/dev/null discards the output)")
+        return EXIT_USAGE
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -423,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as exc:
                 raise _UsageError(f"-d {root}: {exc.strerror or exc}") from None
         status: int = args.func(args)
+        sys.stdout.flush()
     except _UsageError as exc:
         for line in str(exc).splitlines():
             _say(line)
@@ -435,7 +440,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_FAILED
+    except OSError as exc:  # e.g. stdout is /dev/full
+        if exc.filename is not None:  # not a write to stdout: a bug, keep its traceback
+            raise
+        _say(f"cannot write to stdout: {exc.strerror or exc}")
+        _quiet_stdout()
+        return EXIT_FAILED
     return status
+
+
+def _fill_closed_fds() -> None:
+    """Put /dev/null on a closed stdin, stdout or stderr.
+
+    Otherwise the next file we open (the control socket) would get that
+    number, and whatever writes to "stderr" would write into it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:  # messages are lost, but go nowhere else
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as we do
 
 
 def _quiet_stdout() -> None:

@@ -4,26 +4,33 @@ Theory of operation.  One Trio run holds, from the outside in:
 
     signal receiver (SIGINT, SIGTERM, SIGHUP), opened first: Ctrl+C never
       raises KeyboardInterrupt in here, it is a request to stop
-    outer nursery: the dispatcher, sole consumer of state changes and lines
-      open_overseer(handle_signals=False): stops and reaps every proc on exit
-        services nursery: signal watcher, control socket server
-          procs nursery: one task per supervision, `ovr.supervise(id)`
+    outer nursery: the signal watcher, until the last line is written, and
+      the writer of our own messages to stderr (never blocks either)
+      output nursery: the dispatcher, sole consumer of state changes and
+        lines, and the writer of stdout (see `_dispatch`)
+        open_overseer(handle_signals=False): stops and reaps every proc on exit
+          services nursery: control socket server
+            procs nursery: one task per supervision, `ovr.supervise(id)`
 
 The instance ends when the procs nursery is empty: every proc has reached
 a final state and no restart is pending or underway.  A `restart` request
 runs in the procs nursery (stop, wait for the supervision to end, supervise
 again), so the instance cannot end in the middle of one.  Then the control
 server says goodbye, the Overseer block closes the subscriber channel, and
-the dispatcher prints what is left.
+the dispatcher prints what is left.  A stdout that stops taking output
+holds the procs back (see `_dispatch`); after a signal, one that takes
+nothing for `_STUCK_OUTPUT` seconds is abandoned so that the instance ends.
 
 Exit status: 130 after SIGINT, SIGTERM or SIGHUP; 141 when stdout was
-closed (the procs are stopped as for Ctrl+C); 2 when the Overseer refused a
+closed or cannot be written (the procs are stopped as for Ctrl+C); 2 when
+the Overseer refused a
 proc (nothing ran); otherwise 0 when every proc ended with exit code 0 or was
 stopped on request (`stop` while it was supervised), else 1.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -43,6 +50,7 @@ from ._config import ProcSpec
 from ._control import ControlServer, RequestError
 from ._dispatch import Dispatcher
 from ._printer import Printer, state_dict
+from ._writer import Messages, Writer
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Instance"]
 
@@ -54,6 +62,17 @@ _LIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 _REACHED = frozenset({State.RUNNING, State.FATAL, State.FINISHED, State.INTERRUPTED})
 _DRAIN_WAIT = 1.0  # seconds for the last lines to reach `logs -f` clients at the end
 _KILL_MARGIN = 10.0  # seconds on top of a proc's stop_timeout for a requested stop
+_STUCK_OUTPUT = 2.0  # seconds a stdout may take nothing, once a signal ends the instance
+_MESSAGES_GRACE = 1.0  # seconds for our last messages to reach stderr
+
+
+def _log_handlers_on(stream: TextIO) -> list[logging.StreamHandler[TextIO]]:
+    """The handlers of the library's logger that write to `stream`."""
+    return [
+        handler
+        for handler in logging.getLogger("trio_overseer").handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is stream
+    ]
 
 
 def _set_event() -> trio.Event:
@@ -85,10 +104,18 @@ class Instance:
         server: ControlServer | None = None,
     ) -> None:
         self._slots = {spec.id: _Slot(spec) for spec in specs}
+        self._out = out
         self._err = err
+        self._messages = Messages(err)
         self._server = server
         self.printer = Printer(self._slots, colour=colour, json_lines=json_lines)
-        self.dispatcher = Dispatcher(self.printer, out, on_broken_output=self._output_broken)
+        self.dispatcher = Dispatcher(
+            self.printer,
+            encoding=getattr(out, "encoding", None) or "utf-8",
+            on_broken_output=self._output_broken,
+            on_backlog=self._hold_output,
+            say=self._say,
+        )
         self._ovr: Overseer | None = None
         self._procs: trio.Nursery | None = None  # open while procs may be (re)started
         self._stopping = False  # everything is being stopped: start nothing more
@@ -105,17 +132,32 @@ class Instance:
 
     async def run(self) -> int:
         """Run every proc until all have ended; return the exit status."""
-        with trio.open_signal_receiver(*_SIGNALS) as signals:
-            send, receive = self.dispatcher.open_channel()
-            async with trio.open_nursery() as outer:
-                outer.start_soon(self.dispatcher.run, receive)
-                with send:
-                    await self._supervise_all(send, signals)
+        self._out.flush()  # from here on, stdout is written by the dispatcher only
+        out = Writer.open(self._out.fileno())
+        handlers = _log_handlers_on(self._err)
+        try:
+            for handler in handlers:  # the library's warnings must not block either
+                handler.setStream(self._messages)  # type: ignore[arg-type]
+            with trio.open_signal_receiver(*_SIGNALS) as signals:
+                send, receive = self.dispatcher.open_channel()
+                async with trio.open_nursery() as outer:
+                    await outer.start(self._messages.run)
+                    watcher = trio.CancelScope()
+                    outer.start_soon(self._watch_signals, signals, watcher)
+                    async with trio.open_nursery() as output:
+                        output.start_soon(self.dispatcher.run, receive, out)
+                        with send:
+                            await self._supervise_all(send)
+                    watcher.cancel()
+                    self._messages.close()
+                    outer.cancel_scope.deadline = trio.current_time() + _MESSAGES_GRACE
+        finally:
+            out.close()
+            for handler in handlers:
+                handler.setStream(self._err)
         return self.exit_status()
 
-    async def _supervise_all(
-        self, send: trio.MemorySendChannel[Any], signals: AsyncIterator[int]
-    ) -> None:
+    async def _supervise_all(self, send: trio.MemorySendChannel[Any]) -> None:
         async with open_overseer(handle_signals=False) as ovr:
             self._ovr = ovr
             for slot in self._slots.values():
@@ -140,7 +182,6 @@ class Instance:
             ovr.watch_state(send)
             ovr.watch_logs(send, batched=True)
             async with trio.open_nursery() as services:
-                services.start_soon(self._watch_signals, signals)
                 if self._server is not None:
                     await services.start(self._server.serve, self)
                 async with trio.open_nursery() as procs:
@@ -198,7 +239,11 @@ class Instance:
                 break
         ready.set()
 
-    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+    async def _watch_signals(self, signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+        with scope:
+            await self._on_signals(signals)
+
+    async def _on_signals(self, signals: AsyncIterator[int]) -> None:
         async for sig in signals:
             again = self._ended_by is not None
             if not again:
@@ -209,24 +254,29 @@ class Instance:
                 else f"{signal_name(sig)} received: stopping every proc (Ctrl+C again to kill)"
             )
             self._stop_everything(kill=again)
+            # Ending on request: a stdout nobody reads must not keep us alive.
+            self.dispatcher.give_up_after(0.0 if again else _STUCK_OUTPUT)
 
     def _stop_everything(self, *, kill: bool = False) -> None:
         self._stopping = True
         if self._ovr is not None:
             self._ovr.stop_all(kill=kill)
 
-    def _output_broken(self) -> None:
+    def _output_broken(self, exc: OSError) -> None:
         if not self._stdout_gone:
             self._stdout_gone = True
-            self._say("stdout was closed: stopping every proc")
+            if isinstance(exc, BrokenPipeError):
+                self._say("stdout was closed: stopping every proc")
+            else:
+                self._say(f"cannot write to stdout ({exc.strerror or exc}): stopping every proc")
             self._stop_everything()
 
+    def _hold_output(self, held: bool) -> None:
+        if self._ovr is not None:
+            self._ovr._hold_output(held)
+
     def _say(self, message: str) -> None:
-        try:
-            self._err.write(f"trio-overseer: {message}\n")
-            self._err.flush()
-        except (OSError, ValueError):
-            pass
+        self._messages.write(f"trio-overseer: {message}\n")
 
     def exit_status(self) -> int:
         """The exit status the run ended with (see the module docs)."""
