@@ -163,3 +163,16 @@ def print_logs(
         if follow:
             out.flush()
     out.flush()
+
+
+def is_running(path: str) -> bool:
+    """Whether an instance answers on the control socket `path`."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(_CONNECT_TIMEOUT)
+    try:
+        sock.connect(path)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True

@@ -10,6 +10,12 @@ answer carries ``"ok"``: ``{"ok": true, ...}`` or ``{"ok": false, "error":
     {"cmd": "restart", "id": "web"}
     {"cmd": "signal", "id": "web", "signal": "USR1"}   (a name or a number)
     {"cmd": "logs", "id": "web" | null, "lines": 100 | null, "follow": false}
+    {"cmd": "start", "ids": ["web"]}        (procs that ended: run them again)
+    {"cmd": "reload"}                       (re-read the config file)
+
+``stop``, ``restart``, ``start`` and ``signal`` take ``"ids"``, a list of
+ids, types (``web`` for ``web.1``, ``web.2``), groups (``GROUP:*``) or
+patterns (``web.*``), instead of ``"id"``; the answer then has ``"procs"``.
 
 Safety: the socket file is created mode 0600 and, on Linux, a peer of
 another uid is refused (SO_PEERCRED).  A request is read with a bounded
@@ -291,6 +297,8 @@ class ControlServer:
             "restart": self._restart,
             "signal": self._signal,
             "logs": self._logs,
+            "start": self._start,
+            "reload": self._reload,
         }
         handler = handlers.get(command) if isinstance(command, str) else None
         if handler is None:
@@ -318,17 +326,47 @@ class ControlServer:
         if request.get("all") is True:
             infos = await self.instance.stop_all()
             return await _send(stream, {"ok": True, "procs": infos})
+        if "ids" in request:
+            infos = await self.instance.stop_many(self._ids(request))
+            return await _send(stream, {"ok": True, "procs": infos})
         info = await self.instance.stop(_id(request))
         return await _send(stream, {"ok": True, "proc": info})
 
     async def _restart(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+        if "ids" in request:
+            infos = await self.instance.restart_many(self._ids(request))
+            return await _send(stream, {"ok": True, "procs": infos})
         info = await self.instance.restart(_id(request))
         return await _send(stream, {"ok": True, "proc": info})
 
+    async def _start(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+        ids = self._ids(request) if "ids" in request else [_id(request)]
+        infos = await self.instance.restart_many(ids, only_ended=True)
+        return await _send(stream, {"ok": True, "procs": infos})
+
     async def _signal(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
         sig = parse_signal(request.get("signal"))
+        name = signal.Signals(sig).name
+        if "ids" in request:
+            infos = self.instance.signal_many(self._ids(request), sig)
+            return await _send(stream, {"ok": True, "procs": infos, "signal": name})
         info = self.instance.send_signal(_id(request), sig)
-        return await _send(stream, {"ok": True, "proc": info, "signal": signal.Signals(sig).name})
+        return await _send(stream, {"ok": True, "proc": info, "signal": name})
+
+    async def _reload(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+        answer = await self.instance.reload()
+        return await _send(stream, {"ok": True, **answer})
+
+    def _ids(self, request: dict[str, Any]) -> list[str]:
+        """The ids that the request's ``"ids"`` address (see `Instance.resolve`)."""
+        names = request.get("ids")
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(name, str) and name for name in names)
+        ):
+            raise RequestError(f"'ids' must be a non-empty list of proc ids, got {names!r}")
+        return self.instance.resolve(names)
 
     async def _logs(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
         id = request.get("id")

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 
 if TYPE_CHECKING:
+    from ._config import ProcSpec
     from ._project import Options, Project
+    from ._start import ExitPolicy
 
 __all__ = ["main"]
 
@@ -174,21 +176,47 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_start(args: argparse.Namespace) -> int:
     import trio
 
+    from ._client import is_running
     from ._control import ControlServer, ControlSocketError
-    from ._printer import want_colour
+    from ._printer import Printer, want_colour
     from ._start import Instance
 
+    if args.names and not args.no_socket and is_running(args.socket):
+        # `start web` while an instance runs here: ask it to start those procs.
+        return _control_many(args.socket, "start", args.names)
+    policy = _policy(args)
+    if args.timestamp_format is not None and "%" not in args.timestamp_format:
+        raise _UsageError(
+            f"--timestamp-format {args.timestamp_format!r}: expected a strftime format "
+            "such as '%H:%M:%S' or '%Y-%m-%dT%H:%M:%S.%f'"
+        )
+    options = _options(args, args.names)
     try:
-        project = _load(_options(args, args.names))
+        project = _load(options)
     except _UsageError as exc:
         raise _UsageError(f"{exc}\nnothing was started: fix the config file first") from None
     _warn(project)
     specs = list(project.specs)
     if not specs:
         raise _UsageError(f"{project.path}: every proc is scaled to 0: nothing to start")
+    unknown = [
+        name
+        for name in sorted(policy.can_die)
+        if not any(name in (spec.id, spec.type) for spec in specs)
+    ]
+    if unknown:
+        known = ", ".join(dict.fromkeys(spec.type for spec in specs))
+        raise _UsageError(f"--can-die: no proc {', '.join(map(repr, unknown))} (known: {known})")
     choice = "never" if args.json else args.color
     if hasattr(sys.stdout, "reconfigure"):  # never fail on what a terminal cannot show
         sys.stdout.reconfigure(errors="replace")
+
+    def reloader() -> tuple[list[ProcSpec], tuple[str, ...]]:
+        from ._project import load_project
+
+        fresh = load_project(options)
+        return list(fresh.specs), fresh.warnings
+
     server = None
     if not args.no_socket:
         try:
@@ -196,18 +224,39 @@ def _cmd_start(args: argparse.Namespace) -> int:
         except ControlSocketError as exc:
             raise _UsageError(str(exc)) from None
     try:
+        printer = Printer(
+            [spec.id for spec in specs],
+            colour=want_colour(sys.stdout, choice=choice),
+            json_lines=args.json,
+            prefix=not args.no_prefix,
+            timestamp_format=None if args.no_timestamp else args.timestamp_format or "%H:%M:%S",
+        )
         instance = Instance(
             specs,
             out=sys.stdout,
             err=sys.stderr,
-            colour=want_colour(sys.stdout, choice=choice),
-            json_lines=args.json,
             server=server,
+            policy=policy,
+            printer=printer,
+            reloader=reloader,
         )
         return trio.run(instance.run)
     finally:
         if server is not None:
             server.close()
+
+
+def _policy(args: argparse.Namespace) -> ExitPolicy:
+    from ._start import ExitPolicy
+
+    can_die = frozenset(
+        name.strip() for item in args.can_die or () for name in item.split(",") if name.strip()
+    )
+    exit_on_first = args.exit_on_first or bool(can_die)
+    if exit_on_first and args.keep_running:
+        option = "--exit-on-first" if args.exit_on_first else "--can-die"
+        raise _UsageError(f"{option} and --keep-running contradict each other: choose one")
+    return ExitPolicy(exit_on_first=exit_on_first, can_die=can_die, keep_running=args.keep_running)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -221,39 +270,92 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _names(args: argparse.Namespace, command: str) -> list[str]:
+    """The ids and groups a control command addresses (``--group G`` is ``G:*``)."""
+    names = list(args.ids) + [f"{group}:*" for group in args.group or ()]
+    if not names:
+        raise _UsageError(f"{command}: give one or more proc ids (or --group GROUP)")
+    return names
+
+
+def _control_many(socket: str, command: str, names: list[str], **extra: Any) -> int:
+    from ._client import answer, summary
+
+    reply = answer(socket, {"cmd": command, "ids": names, **extra})
+    for row in reply["procs"]:
+        if command == "signal":
+            print(f"{row['id']}: sent {reply['signal']} to process group {row['PID']}")
+        else:
+            print(f"{row['id']}: {summary(row)}")
+    return EXIT_OK
+
+
 def _cmd_stop(args: argparse.Namespace) -> int:
     from ._client import answer, summary
 
-    if args.all == (args.id is not None):
-        raise _UsageError("stop: give a proc id or --all (not both)")
-    if args.all:
-        rows = answer(args.socket, {"cmd": "stop", "all": True})["procs"]
-    else:
-        rows = [answer(args.socket, {"cmd": "stop", "id": args.id})["proc"]]
+    if args.all and (args.ids or args.group):
+        raise _UsageError("stop: give proc ids or --all (not both)")
+    if not args.all:
+        return _control_many(args.socket, "stop", _names(args, "stop"))
+    rows = answer(args.socket, {"cmd": "stop", "all": True})["procs"]
     for row in rows:
         print(f"{row['id']}: {summary(row)}")
     return EXIT_OK
 
 
 def _cmd_restart(args: argparse.Namespace) -> int:
-    from ._client import answer, summary
-
-    row = answer(args.socket, {"cmd": "restart", "id": args.id})["proc"]
-    print(f"{row['id']}: {summary(row)}")
-    return EXIT_OK
+    return _control_many(args.socket, "restart", _names(args, "restart"))
 
 
 def _cmd_signal(args: argparse.Namespace) -> int:
-    from ._client import answer
     from ._control import RequestError, parse_signal
 
+    if not args.ids or (len(args.ids) == 1 and not args.group):
+        raise _UsageError("signal: give one or more proc ids (or --group GROUP), then a signal")
+    *ids, signal_text = args.ids
     try:
-        sig = parse_signal(args.signal)
+        sig = parse_signal(signal_text)
     except RequestError as exc:
         raise _UsageError(str(exc)) from None
-    reply = answer(args.socket, {"cmd": "signal", "id": args.id, "signal": sig})
-    print(f"{args.id}: sent {reply['signal']} to process group {reply['proc']['PID']}")
-    return EXIT_OK
+    args.ids = ids
+    return _control_many(args.socket, "signal", _names(args, "signal"), signal=sig)
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from ._client import answer
+
+    reply = answer(args.socket, {"cmd": "reload"})
+    for warning in reply.get("warnings", ()):
+        _say(f"warning: {warning}")
+    for key in ("added", "removed", "changed", "unchanged"):
+        if reply.get(key):
+            print(f"{key}: {', '.join(reply[key])}")
+    for error in reply.get("errors", ()):
+        _say(f"reload: {error}")
+    return EXIT_FAILED if reply.get("errors") else EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._procfile import SHELL
+
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise _UsageError("run: give a command to run (trio-overseer run [OPTIONS] -- CMD ...)")
+    project = _load(_options(args))
+    _warn(project)
+    env = {**os.environ, **project.env}
+    if len(argv) == 1 and any(char in argv[0] for char in " \t;&|<>$`'\"*?()"):
+        argv = [SHELL, "-c", argv[0]]  # one shell line, as in a Procfile
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        _say(f"run: cannot run {argv[0]!r}: {exc.strerror or exc}")
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+    return EXIT_FAILED  # not reached: exec replaced this process
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -346,7 +448,7 @@ def _parser() -> argparse.ArgumentParser:
                 "(default: PORT of the env files or the environment, else 5000)",
             )
 
-    def colour_options(sub: argparse.ArgumentParser) -> None:
+    def colour_options(sub: argparse._ActionsContainer) -> None:
         sub.add_argument(
             "--color",
             choices=("auto", "always", "never"),
@@ -356,14 +458,58 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-color", action="store_true", help="same as --color=never")
 
     sub = command("start", "run every proc of the config file until all have ended")
-    sub.add_argument("names", nargs="*", metavar="NAME", help="run only these procs")
+    sub.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="run only these procs; if an instance already runs here, ask it to start them",
+    )
     config_option(sub)
     sub.add_argument("--only", metavar="ID,ID", help="run only these procs")
-    sub.add_argument("--json", action="store_true", help="write JSON Lines for machines")
-    colour_options(sub)
+    policy = sub.add_argument_group("when the instance ends")
+    policy.add_argument(
+        "--exit-on-first",
+        action="store_true",
+        help="when a proc ends by itself, stop the others and exit with its exit code "
+        "(honcho and foreman do)",
+    )
+    policy.add_argument(
+        "--can-die",
+        action="append",
+        metavar="ID,...",
+        help="these procs may end without stopping the others (implies --exit-on-first)",
+    )
+    policy.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="stay up when every proc has ended (status, start, restart still work) until "
+        "stop --all or a signal",
+    )
+    output = sub.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="write JSON Lines for machines")
+    output.add_argument("--no-prefix", action="store_true", help="print lines without prefix")
+    output.add_argument("--no-timestamp", action="store_true", help="no time in the prefix")
+    output.add_argument(
+        "--timestamp-format",
+        metavar="FORMAT",
+        help="strftime format of the time (default %%H:%%M:%%S; %%f for microseconds)",
+    )
+    colour_options(output)
     socket_option(sub)
     sub.add_argument("--no-socket", action="store_true", help="do not listen on a control socket")
     sub.set_defaults(func=_cmd_start)
+
+    sub = command(
+        "run", "run one command with the project's environment (.env), exit with its status"
+    )
+    config_option(sub, scaling=False)
+    sub.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="CMD",
+        help="the command and its arguments (one argument: a shell line)",
+    )
+    sub.set_defaults(func=_cmd_run)
 
     sub = command("check", "validate the config file and show each proc's command")
     sub.add_argument("names", nargs="*", metavar="NAME", help="check only these procs")
@@ -375,22 +521,43 @@ def _parser() -> argparse.ArgumentParser:
     socket_option(sub)
     sub.set_defaults(func=_cmd_status)
 
-    sub = command("stop", "stop a proc (no restart), or every proc with --all")
-    sub.add_argument("id", nargs="?", metavar="ID")
+    ids_help = "proc ids, types (web for web.1, web.2), GROUP:* or patterns (web.*)"
+
+    def group_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--group", "-g", action="append", metavar="GROUP", help="every proc of GROUP"
+        )
+
+    sub = command("stop", "stop procs (no restart), or every proc with --all")
+    sub.add_argument("ids", nargs="*", metavar="ID", help=ids_help)
+    group_option(sub)
     sub.add_argument("--all", action="store_true", help="stop every proc: the instance ends")
     socket_option(sub)
     sub.set_defaults(func=_cmd_stop)
 
-    sub = command("restart", "stop a proc if it runs, then start it again")
-    sub.add_argument("id", metavar="ID")
+    sub = command("restart", "stop procs if they run, then start them again")
+    sub.add_argument("ids", nargs="*", metavar="ID", help=ids_help)
+    group_option(sub)
     socket_option(sub)
     sub.set_defaults(func=_cmd_restart)
 
-    sub = command("signal", "send a signal to a proc's process group")
-    sub.add_argument("id", metavar="ID")
-    sub.add_argument("signal", metavar="SIGNAL", help="a name (TERM, SIGUSR1) or a number")
+    sub = command("signal", "send a signal to the process groups of procs")
+    sub.add_argument(
+        "ids",
+        nargs="+",
+        metavar="ID... SIGNAL",
+        help=f"{ids_help}; then a signal: a name (TERM, SIGUSR1) or a number",
+    )
+    group_option(sub)
     socket_option(sub)
     sub.set_defaults(func=_cmd_signal)
+
+    sub = command(
+        "reload",
+        "re-read the config: start added procs, stop removed ones, restart changed ones",
+    )
+    socket_option(sub)
+    sub.set_defaults(func=_cmd_reload)
 
     sub = command("logs", "show recent lines of one proc or of all")
     sub.add_argument("id", nargs="?", metavar="ID")
@@ -433,7 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say(line)
         return EXIT_USAGE
     except ClientError as exc:
-        _say(str(exc))
+        for line in str(exc).splitlines():
+            _say(line)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

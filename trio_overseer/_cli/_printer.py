@@ -12,9 +12,9 @@ per proc, stream and second, and the caller writes it with a single write.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
-import time
 from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, TextIO
@@ -122,11 +122,21 @@ class Printer:
     """
 
     def __init__(
-        self, ids: Iterable[str], *, colour: bool = False, json_lines: bool = False
+        self,
+        ids: Iterable[str],
+        *,
+        colour: bool = False,
+        json_lines: bool = False,
+        prefix: bool = True,
+        timestamp_format: str | None = "%H:%M:%S",
     ) -> None:
         self._ids = list(ids)
         self.colour = colour
         self.json_lines = json_lines
+        self.prefix = prefix  # False: lines as the procs wrote them (`--no-prefix`)
+        self.timestamp_format = timestamp_format  # None: no time (`--no-timestamp`)
+        # With sub-second precision, prefixes cannot be cached per second.
+        self._subsecond = timestamp_format is not None and "%f" in timestamp_format
         self.width = max(map(len, self._ids), default=0)
         self._colours = {id: _PALETTE[i % len(_PALETTE)] for i, id in enumerate(self._ids)}
         # (id, stream) -> (whole second, prefix); lines of a batch share both.
@@ -134,28 +144,49 @@ class Printer:
         self._clock: tuple[int, str] = (-1, "")
         self._previous: dict[str, State] = {}
 
+    def track(self, ids: Iterable[str]) -> None:
+        """Make room for new procs (after a reload): a colour each, the width."""
+        for id in ids:
+            if id not in self._colours:
+                self._colours[id] = _PALETTE[len(self._colours) % len(_PALETTE)]
+            if len(id) > self.width:
+                self.width = len(id)
+                self._prefixes.clear()
+
     def _hhmmss(self, ts: float) -> tuple[int, str]:
+        if self.timestamp_format is None:
+            return (-1, "")
         second = int(ts)
+        if self._subsecond:
+            text = datetime.datetime.fromtimestamp(ts).strftime(self.timestamp_format)
+            return (-1, text)
         if second != self._clock[0]:
-            self._clock = (second, time.strftime("%H:%M:%S", time.localtime(second)))
+            when = datetime.datetime.fromtimestamp(second)
+            self._clock = (second, when.strftime(self.timestamp_format))
         return self._clock
 
     def _head(self, id: str, mark: str, hhmmss: str) -> str:
         """``HH:MM:SS id   <mark>| ``, coloured when asked."""
+        if not self.prefix:
+            return ""
         padded = id.ljust(self.width)
+        if hhmmss and self.colour:
+            hhmmss = f"{_DIM}{hhmmss}{_RESET} "
+        elif hhmmss:
+            hhmmss += " "
         if not self.colour:
-            return f"{hhmmss} {padded} {mark}| "
+            return f"{hhmmss}{padded} {mark}| "
         colour = self._colours.get(id)
         if colour is None:
             colour = self._colours[id] = _PALETTE[len(self._colours) % len(_PALETTE)]
         mark = f"{_RED}{mark}{_RESET}\x1b[{colour}m" if mark != " " else mark
-        return f"{_DIM}{hhmmss}{_RESET} \x1b[{colour}m{padded} {mark}|{_RESET} "
+        return f"{hhmmss}\x1b[{colour}m{padded} {mark}|{_RESET} "
 
     def _prefix(self, id: str, kind: int, ts: float) -> str:
         key = (id, kind)
         second = int(ts)
         cached = self._prefixes.get(key)
-        if cached is not None and cached[0] == second:
+        if cached is not None and cached[0] == second and not self._subsecond:
             return cached[1]
         if self.json_lines:
             stream = "stderr" if kind == STDERR else "stdout"
@@ -189,6 +220,8 @@ class Printer:
         text = describe_state(info, previous)
         if text is None:
             return ""
+        if not self.prefix:
+            return f"{info.id}: {text}\n"
         head = self._head(info.id, " ", self._hhmmss(ts)[1])
         if self.colour:
             colour = self._colours.get(info.id, "0")

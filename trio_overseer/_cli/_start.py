@@ -13,7 +13,10 @@ Theory of operation.  One Trio run holds, from the outside in:
             procs nursery: one task per supervision, `ovr.supervise(id)`
 
 The instance ends when the procs nursery is empty: every proc has reached
-a final state and no restart is pending or underway.  A `restart` request
+a final state and no restart is pending or underway (with ``--keep-running``
+a keeper task holds it open until ``stop --all`` or a signal).  With
+``--exit-on-first``, the end of a supervision that nobody asked for (the proc
+exited and has no restart left) stops every other proc.  A `restart` request
 runs in the procs nursery (stop, wait for the supervision to end, supervise
 again), so the instance cannot end in the middle of one.  Then the control
 server says goodbye, the Overseer block closes the subscriber channel, and
@@ -23,9 +26,10 @@ nothing for `_STUCK_OUTPUT` seconds is abandoned so that the instance ends.
 
 Exit status: 130 after SIGINT, SIGTERM or SIGHUP; 141 when stdout was
 closed or cannot be written (the procs are stopped as for Ctrl+C); 2 when
-the Overseer refused a
-proc (nothing ran); otherwise 0 when every proc ended with exit code 0 or was
-stopped on request (`stop` while it was supervised), else 1.
+the Overseer refused a proc (nothing ran); with ``--exit-on-first``, the exit
+code of the proc that ended first (128 + N when signal N killed it, 1 when
+it could not start); otherwise 0 when every proc ended with exit code 0 or
+was stopped on request (`stop` while it was supervised), else 1.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -46,13 +50,14 @@ from .._overseer import Overseer
 from .._records import ProcessInfo
 from .._spawn import signal_name
 from .._state import State
-from ._config import ProcSpec
+from ._config import ConfigError, ProcSpec
 from ._control import ControlServer, RequestError
 from ._dispatch import Dispatcher
 from ._printer import Printer, state_dict
+from ._project import matches
 from ._writer import Messages, Writer
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USAGE", "Instance"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USAGE", "ExitPolicy", "Instance"]
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
@@ -81,6 +86,18 @@ def _set_event() -> trio.Event:
     return event
 
 
+@attrs.frozen
+class ExitPolicy:
+    """When the instance ends, besides every proc having ended."""
+
+    exit_on_first: bool = False
+    """When a proc ends by itself, stop the others; exit with its code."""
+    can_die: frozenset[str] = frozenset()
+    """Ids or types whose end stops nothing (with `exit_on_first`)."""
+    keep_running: bool = False
+    """Stay up with every proc ended, until ``stop --all`` or a signal."""
+
+
 @attrs.define(eq=False)
 class _Slot:
     """The CLI's view of one proc."""
@@ -88,6 +105,11 @@ class _Slot:
     spec: ProcSpec
     done: trio.Event = attrs.field(factory=_set_event)  # set while not supervised
     stop_requested: bool = False  # stopped by `stop` while supervised: its end is no failure
+    replacing: bool = False  # ended by restart/reload: its end stops nothing
+
+
+#: Re-reads the config for `reload`: the new specs and warnings; raises ConfigError.
+Reloader = Callable[[], tuple[Sequence[ProcSpec], Sequence[str]]]
 
 
 class Instance:
@@ -102,13 +124,18 @@ class Instance:
         colour: bool = False,
         json_lines: bool = False,
         server: ControlServer | None = None,
+        policy: ExitPolicy = ExitPolicy(),
+        printer: Printer | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         self._slots = {spec.id: _Slot(spec) for spec in specs}
         self._out = out
         self._err = err
         self._messages = Messages(err)
         self._server = server
-        self.printer = Printer(self._slots, colour=colour, json_lines=json_lines)
+        self._policy = policy
+        self._reloader = reloader
+        self.printer = printer or Printer(self._slots, colour=colour, json_lines=json_lines)
         self.dispatcher = Dispatcher(
             self.printer,
             encoding=getattr(out, "encoding", None) or "utf-8",
@@ -119,6 +146,9 @@ class Instance:
         self._ovr: Overseer | None = None
         self._procs: trio.Nursery | None = None  # open while procs may be (re)started
         self._stopping = False  # everything is being stopped: start nothing more
+        self._release = trio.Event()  # ends the keeper of --keep-running
+        self._reloading = trio.Lock()
+        self._first: str | None = None  # --exit-on-first: the proc whose end stopped all
         self._ended_by: int | None = None  # the signal that stopped everything
         self._stdout_gone = False
         self._setup_failed = False  # a proc was refused by Overseer.add: nothing ran
@@ -161,22 +191,10 @@ class Instance:
         async with open_overseer(handle_signals=False) as ovr:
             self._ovr = ovr
             for slot in self._slots.values():
-                spec = slot.spec
                 try:
-                    ovr.add(
-                        spec.id,
-                        spec.argv[0],
-                        spec.argv[1:],
-                        group=spec.group,
-                        dir=spec.cwd,
-                        env={**os.environ, **spec.env} if spec.env else None,
-                        delay_start=spec.delay,
-                        retry_times=spec.retry,
-                        stop_signal=spec.stop_signal,
-                        stop_timeout=spec.stop_timeout,
-                    )
+                    self._add(slot.spec)
                 except (TypeError, ValueError) as exc:  # what the config layer let through
-                    self._say(f"{spec.source}: {exc}")
+                    self._say(f"{slot.spec.source}: proc {slot.spec.id!r}: {exc}")
                     self._setup_failed = True
                     return
             ovr.watch_state(send)
@@ -186,6 +204,8 @@ class Instance:
                     await services.start(self._server.serve, self)
                 async with trio.open_nursery() as procs:
                     self._procs = procs
+                    if self._policy.keep_running:
+                        procs.start_soon(self._release.wait)
                     for id in self._slots:
                         procs.start_soon(self._supervise, id)
                 self._procs = None
@@ -196,17 +216,32 @@ class Instance:
                     await self._server.shutdown()
                 services.cancel_scope.cancel()
 
+    def _add(self, spec: ProcSpec) -> None:
+        self.ovr.add(
+            spec.id,
+            spec.argv[0],
+            spec.argv[1:],
+            group=spec.group,
+            dir=spec.cwd,
+            env={**os.environ, **spec.env} if spec.env else None,
+            delay_start=spec.delay,
+            retry_times=spec.retry,
+            stop_signal=spec.stop_signal,
+            stop_timeout=spec.stop_timeout,
+        )
+
     async def _supervise(self, id: str, ready: trio.Event | None = None) -> None:
         """Supervise `id` unless it is already, or should not be (re)started.
 
         `ready` is set once the new run is running (or fatal, or over).
         """
-        slot = self._slots[id]
-        if self._stopping or slot.stop_requested or not slot.done.is_set():
+        slot = self._slots.get(id)
+        if slot is None or self._stopping or slot.stop_requested or not slot.done.is_set():
             if ready is not None:
                 ready.set()
             return
         slot.done = trio.Event()
+        slot.replacing = False
         # Subscribed before supervise() starts anything: the new run's
         # "starting" is seen, so no state of an earlier run is mistaken for it.
         send, receive = trio.open_memory_channel[ProcessInfo](math.inf)
@@ -224,6 +259,24 @@ class Instance:
             slot.done.set()
             if ready is not None:
                 ready.set()
+        self._ended(id, slot)
+
+    def _ended(self, id: str, slot: _Slot) -> None:
+        """A supervision ended: with --exit-on-first, maybe the instance too."""
+        policy = self._policy
+        if (
+            not policy.exit_on_first
+            or self._stopping
+            or slot.stop_requested
+            or slot.replacing
+            or id in policy.can_die
+            or slot.spec.type in policy.can_die
+        ):
+            return
+        self._first = id
+        info = self.ovr.status(id)
+        self._say(f"{id} ended ({_ending(info)}): stopping every proc (--exit-on-first)")
+        self._stop_everything()
 
     @staticmethod
     async def _when_started(
@@ -259,6 +312,7 @@ class Instance:
 
     def _stop_everything(self, *, kill: bool = False) -> None:
         self._stopping = True
+        self._release.set()
         if self._ovr is not None:
             self._ovr.stop_all(kill=kill)
 
@@ -286,10 +340,14 @@ class Instance:
             return EXIT_BROKEN_PIPE
         if self._ended_by is not None:
             return EXIT_INTERRUPTED
+        if self._first is not None:
+            return _exit_code(self.ovr.status(self._first))
         for id, slot in self._slots.items():
             if slot.stop_requested:
                 continue
             info = self.ovr.status(id)
+            if info.state is State.INITIAL:  # changed by `reload` while ended: never run
+                continue
             if info.state is not State.FINISHED or info.exit_code != 0:
                 return 1
         return 0
@@ -303,6 +361,22 @@ class Instance:
         except KeyError:
             known = ", ".join(self._slots)
             raise RequestError(f"no proc {id!r} (known: {known})") from None
+
+    def resolve(self, names: Sequence[str]) -> list[str]:
+        """The ids `names` address (ids, types, ``group:*``, ``web.*`` patterns), in
+        config order; `RequestError` naming every name that addresses nothing."""
+        chosen: set[str] = set()
+        unknown = []
+        for name in names:
+            found = {id for id, slot in self._slots.items() if matches(slot.spec, name)}
+            if not found:
+                unknown.append(name)
+            chosen |= found
+        if unknown:
+            known = ", ".join(self._slots)
+            what = ", ".join(map(repr, unknown))
+            raise RequestError(f"no proc {what} (known: {known}; groups as GROUP:*)")
+        return [id for id in self._slots if id in chosen]
 
     def rows(self) -> list[dict[str, Any]]:
         """Every proc's state, for `status`."""
@@ -325,12 +399,23 @@ class Instance:
     async def stop(self, id: str) -> dict[str, Any]:
         """Stop `id` for good (no restart) and wait until it has ended."""
         slot = self.check_id(id)
+        await self._stop_and_wait(slot)
+        return state_dict(self.ovr.status(id))
+
+    async def _stop_and_wait(self, slot: _Slot) -> None:
         if not slot.done.is_set():  # a run that already failed stays a failure
             slot.stop_requested = True
-        self.ovr.stop(id)
+        self.ovr.stop(slot.spec.id)
         with trio.move_on_after(self._limit(slot)):
             await slot.done.wait()
-        return state_dict(self.ovr.status(id))
+
+    async def stop_many(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Stop each of `ids` (at once) and wait until all have ended."""
+        slots = [self.check_id(id) for id in ids]
+        async with trio.open_nursery() as nursery:
+            for slot in slots:
+                nursery.start_soon(self._stop_and_wait, slot)
+        return [state_dict(self.ovr.status(id)) for id in ids]
 
     async def stop_all(self) -> list[dict[str, Any]]:
         """Stop every proc (the instance then ends) and wait until all have ended."""
@@ -338,30 +423,51 @@ class Instance:
             if not slot.done.is_set():
                 slot.stop_requested = True
         self._stop_everything()
-        limit = max(map(self._limit, self._slots.values()))
+        limit = max(map(self._limit, self._slots.values()), default=0.0)
         with trio.move_on_after(limit):
             for slot in self._slots.values():
                 await slot.done.wait()
         return [state_dict(self.ovr.status(id)) for id in self._slots]
 
-    async def restart(self, id: str) -> dict[str, Any]:
-        """Stop `id` if it runs, start it again; return once the new run runs."""
-        slot = self.check_id(id)
+    def _procs_nursery(self) -> trio.Nursery:
         procs = self._procs
         if procs is None or self._stopping:
-            raise RequestError("the instance is shutting down; nothing can be restarted")
-        slot.stop_requested = False
-        ready = trio.Event()
-        try:
-            procs.start_soon(self._restart, id, ready)
-        except RuntimeError:  # the last proc ended an instant ago
-            raise RequestError("the instance is shutting down; nothing can be restarted") from None
-        with trio.move_on_after(self._limit(slot) + slot.spec.delay):
-            await ready.wait()
-        return state_dict(self.ovr.status(id))
+            raise RequestError("the instance is shutting down; nothing can be (re)started")
+        return procs
+
+    async def restart(self, id: str) -> dict[str, Any]:
+        """Stop `id` if it runs, start it again; return once the new run runs."""
+        return (await self.restart_many([id]))[0]
+
+    async def restart_many(
+        self, ids: Sequence[str], *, only_ended: bool = False
+    ) -> list[dict[str, Any]]:
+        """Stop each of `ids` if it runs, start it again; return once the new runs
+        run.  With `only_ended` (``start``), a proc that runs is left alone."""
+        slots = [self.check_id(id) for id in ids]
+        procs = self._procs_nursery()
+        ready = []
+        for slot in slots:
+            if only_ended and not slot.done.is_set():
+                continue
+            slot.stop_requested = False
+            event = trio.Event()
+            try:
+                procs.start_soon(self._restart, slot.spec.id, event)
+            except RuntimeError:  # the last proc ended an instant ago
+                raise RequestError(
+                    "the instance is shutting down; nothing can be (re)started"
+                ) from None
+            ready.append((slot, event))
+        for slot, event in ready:
+            with trio.move_on_after(self._limit(slot) + slot.spec.delay):
+                await event.wait()
+        return [state_dict(self.ovr.status(id)) for id in ids]
 
     async def _restart(self, id: str, ready: trio.Event) -> None:
         slot = self._slots[id]
+        if not slot.done.is_set():
+            slot.replacing = True
         self.ovr.stop(id)
         await slot.done.wait()
         await self._supervise(id, ready)
@@ -374,3 +480,97 @@ class Instance:
             raise RequestError(f"proc {id!r} is not running (it is {info.state.value})")
         self.ovr.signal(id, sig)
         return state_dict(info)
+
+    def signal_many(self, ids: Sequence[str], sig: int) -> list[dict[str, Any]]:
+        """Send `sig` to each of `ids`; every one must be running (else nothing is sent)."""
+        for id in ids:
+            info = self.ovr.status(self.check_id(id).spec.id)
+            if info.state not in _LIVE or not info.pid:
+                raise RequestError(f"proc {id!r} is not running (it is {info.state.value})")
+        return [self.send_signal(id, sig) for id in ids]
+
+    # -- reload -----------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config: start added procs, stop removed ones, restart those
+        whose definition changed, leave the rest alone.
+
+        A config that cannot be read changes nothing: `RequestError` says why.
+        """
+        if self._reloader is None:
+            raise RequestError("this instance cannot reload (it was not started from a file)")
+        self._procs_nursery()
+        async with self._reloading:
+            try:
+                specs, warnings = self._reloader()
+            except ConfigError as exc:
+                raise RequestError(
+                    "the config was not reloaded, nothing changed:\n" + "\n".join(exc.problems)
+                ) from None
+            new = {spec.id: spec for spec in specs}
+            old = {id: slot.spec for id, slot in self._slots.items()}
+            added = [id for id in new if id not in old]
+            removed = [id for id in old if id not in new]
+            changed = [id for id in new if id in old and new[id] != old[id]]
+            unchanged = [id for id in new if id in old and new[id] == old[id]]
+            procs = self._procs_nursery()
+            # Stop what goes away or changes, all at once.
+            ending = [self._slots[id] for id in removed + changed]
+            was_running = {slot.spec.id for slot in ending if not slot.done.is_set()}
+            for slot in ending:
+                slot.replacing = True
+            async with trio.open_nursery() as nursery:
+                for slot in ending:
+                    nursery.start_soon(self._stop_and_wait, slot)
+            errors = []
+            for id in removed + changed:
+                try:
+                    self.ovr.remove(id)
+                except Exception as exc:  # e.g. it outlived its stop timeout
+                    errors.append(f"{id}: {exc}")
+            slots = {}
+            for id, spec in new.items():
+                kept = self._slots.get(id)
+                slots[id] = kept if id in unchanged and kept is not None else _Slot(spec)
+            for id in added + changed:
+                try:
+                    self._add(new[id])
+                except (TypeError, ValueError) as exc:
+                    errors.append(f"{id}: {exc}")
+                    slots.pop(id, None)
+            self._slots = slots
+            self.printer.track(list(slots))
+            starting = [id for id in added + changed if id in slots]
+            starting = [id for id in starting if id in added or id in was_running]
+            for id in starting:
+                procs.start_soon(self._supervise, id)
+            for id in added + changed + removed:
+                self._say(
+                    f"reload: {id} "
+                    + ("added" if id in added else "removed" if id in removed else "changed")
+                )
+            answer: dict[str, Any] = {
+                "added": added,
+                "removed": removed,
+                "changed": changed,
+                "unchanged": unchanged,
+                "warnings": list(warnings),
+            }
+            if errors:
+                answer["errors"] = errors
+            return answer
+
+
+def _ending(info: ProcessInfo) -> str:
+    if info.state is State.FINISHED:
+        return f"exit code {info.exit_code}"
+    return info.error or info.state.value
+
+
+def _exit_code(info: ProcessInfo) -> int:
+    """The exit status that mirrors how a proc ended, as a shell reports it."""
+    if info.state is State.FINISHED:
+        return info.exit_code if 0 <= info.exit_code < 256 else 1
+    if info.state is State.INTERRUPTED and info.exit_code < 0:
+        return 128 - info.exit_code
+    return 1
