@@ -140,14 +140,20 @@ async def test_exit_on_first_stops_the_rest_with_its_code(tmp_path: Path) -> Non
         {
             "web": {"cmd": SLEEP_FOREVER},
             "migrate": {"cmd": exit_with(0, out="migrated")},
-            "seed": {"cmd": exit_with(5)},
+            "seed": {"cmd": SLEEP_FOREVER},
         },
     )
     async with run_tool(tmp_path, "start", "--can-die", "migrate", tool=INSTALLED) as tool:
         await tool.out.wait_for(r"migrate +\| exited 0")
+        await tool.out.wait_for(r"seed +\| ready")
+        rc, out, err = await ctl(tmp_path, "status")
+        assert [x.split()[2] for x in out.splitlines()[1:]] == ["running", "finished", "running"]
+        rc, out, err = await ctl(tmp_path, "signal", "seed", "KILL")  # killed from outside
+        assert rc == 0, err
         rc = await tool.wait()
-    assert rc == 5
-    assert "seed ended (exit code 5)" in tool.err.text
+    assert rc == 128 + 9
+    assert "seed ended (signal: SIGKILL)" in tool.err.text
+    assert re.search(r"web +\| stopped \(signal: SIGTERM\)", tool.out.text)
     rc, out, err = await run(tmp_path, "start", "--can-die", "nope", "--no-socket", tool=INSTALLED)
     assert rc == 2 and "--can-die: no proc 'nope'" in err
     rc, out, err = await run(tmp_path, "start", "--exit-on-first", "--keep-running", tool=INSTALLED)
