@@ -259,6 +259,30 @@ def _policy(args: argparse.Namespace) -> ExitPolicy:
     return ExitPolicy(exit_on_first=exit_on_first, can_die=can_die, keep_running=args.keep_running)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ._export import app_name, render
+
+    project = _load(_options(args))
+    _warn(project)
+    if not project.specs:
+        raise _UsageError(f"{project.path}: every proc is scaled to 0: nothing to export")
+    app = app_name(args.app or Path.cwd().name)
+    try:
+        files = render(args.format, project.specs, app=app, user=args.user, log_dir=args.log)
+    except ValueError as exc:
+        raise _UsageError(f"export {args.format}: {exc}") from None
+    target = Path(args.location)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            path = target / file.name
+            path.write_text(file.text, encoding="utf-8")
+            print(f"wrote {path}")
+    except OSError as exc:
+        raise _UsageError(f"export: cannot write to {target}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from ._client import answer, format_status
 
@@ -515,6 +539,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("names", nargs="*", metavar="NAME", help="check only these procs")
     config_option(sub)
     sub.set_defaults(func=_cmd_check)
+
+    sub = command("export", "write systemd units or a supervisord config for the procs")
+    sub.add_argument("format", choices=("systemd", "supervisord"), help="the init system")
+    sub.add_argument("location", metavar="DIR", help="where to write the files")
+    config_option(sub)
+    sub.add_argument("-a", "--app", metavar="APP", help="the app name (default: the directory's)")
+    sub.add_argument("-u", "--user", metavar="USER", help="run the procs as USER")
+    sub.add_argument("-l", "--log", metavar="DIR", help="supervisord: log files in DIR")
+    sub.set_defaults(func=_cmd_export)
 
     sub = command("status", "show the procs of the running instance")
     sub.add_argument("--json", action="store_true", help="one JSON object per proc and line")

@@ -1,0 +1,230 @@
+"""``trio-overseer export systemd|supervisord DIR``: the procs as init-system files.
+
+As honcho and foreman export a Procfile: one unit (systemd) or program
+section (supervisord) per proc and instance, each with its command, working
+directory, environment (the env files, ``PORT``, its own), stop signal and
+stop timeout, after which the whole group is killed (systemd
+``KillMode=control-group``; supervisord ``stopasgroup`` and
+``killasgroup``), and a restart policy from ``retry``.
+
+What the init systems cannot say exactly:
+
+* ``retry: N`` (N restarts after failures, with backoff) becomes systemd's
+  ``Restart=on-failure`` with at most N restarts an hour
+  (``StartLimitBurst``), and supervisord's ``autorestart=unexpected``, which
+  restarts without limit;
+* ``delay`` becomes ``ExecStartPre=/bin/sleep`` (systemd) and is left out
+  for supervisord, which has no start delay.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from ._config import ProcSpec
+
+__all__ = ["FORMATS", "ExportFile", "app_name", "render"]
+
+FORMATS = ("systemd", "supervisord")
+_DEFAULT_STOP_TIMEOUT = 5.0  # the Overseer's, used when a proc sets none
+_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@attrs.frozen
+class ExportFile:
+    """One file to write: its name in the export directory and its text."""
+
+    name: str
+    text: str
+
+
+def app_name(text: str) -> str:
+    """An app name usable in unit and program names (``my app`` -> ``my-app``)."""
+    return _NAME.sub("-", text).strip("-.") or "app"
+
+
+def render(
+    fmt: str,
+    specs: Sequence[ProcSpec],
+    *,
+    app: str,
+    user: str | None = None,
+    log_dir: str | None = None,
+    directory: str | None = None,
+) -> list[ExportFile]:
+    """The files that run `specs` under the init system `fmt` (see `FORMATS`).
+
+    A proc without a ``cwd`` runs in `directory` (default: the current one),
+    where ``start`` would run it.
+    """
+    here = os.path.abspath(directory or os.getcwd())
+    specs = [spec if spec.cwd else attrs.evolve(spec, cwd=here) for spec in specs]
+    if fmt == "systemd":
+        return _systemd(specs, app=app, user=user)
+    if fmt == "supervisord":
+        return [_supervisord(specs, app=app, user=user, log_dir=log_dir)]
+    raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+# -- systemd ------------------------------------------------------------------
+
+
+def _systemd(specs: Sequence[ProcSpec], *, app: str, user: str | None) -> list[ExportFile]:
+    units = [f"{app}-{spec.id}.service" for spec in specs]
+    files = [
+        ExportFile(
+            f"{app}.target",
+            "\n".join(
+                [
+                    "[Unit]",
+                    f"Description={_unit_text(app)}: every process",
+                    f"Wants={' '.join(units)}",
+                    "",
+                    "[Install]",
+                    "WantedBy=multi-user.target",
+                    "",
+                ]
+            ),
+        )
+    ]
+    for spec, unit in zip(specs, units, strict=True):
+        stop_timeout = _DEFAULT_STOP_TIMEOUT if spec.stop_timeout is None else spec.stop_timeout
+        lines = [
+            "[Unit]",
+            f"Description={_unit_text(app)}: {_unit_text(spec.id)}"
+            + (f" (group {_unit_text(spec.group)})" if spec.group else ""),
+            f"PartOf={app}.target",
+            "After=network.target",
+        ]
+        if spec.retry:
+            lines += ["StartLimitIntervalSec=3600", f"StartLimitBurst={spec.retry + 1}"]
+        lines += ["", "[Service]", "Type=simple"]
+        if user:
+            lines.append(f"User={_unit_text(user)}")
+        if spec.cwd:
+            lines.append(f"WorkingDirectory={_unit_text(spec.cwd)}")
+        lines += [f"Environment={_unit_quote(f'{k}={v}')}" for k, v in spec.env.items()]
+        if spec.delay:
+            lines.append(f"ExecStartPre=/bin/sleep {_seconds(spec.delay)}")
+        lines += [
+            "ExecStart=" + " ".join(_unit_quote(arg, exec_line=True) for arg in spec.argv),
+            # The whole control group gets the stop signal, then SIGKILL: as
+            # the Overseer signals the whole process group.
+            "KillMode=control-group",
+            f"KillSignal={_signal_name(spec.stop_signal)}",
+            f"TimeoutStopSec={_seconds(stop_timeout)}",
+            "SendSIGKILL=yes",
+            f"Restart={'on-failure' if spec.retry else 'no'}",
+            "RestartSec=1",
+            "",
+            "[Install]",
+            f"WantedBy={app}.target",
+            "",
+        ]
+        files.append(ExportFile(unit, "\n".join(lines)))
+    return files
+
+
+def _unit_text(text: str) -> str:
+    """Free text in a unit file: specifiers escaped, on one line."""
+    return text.replace("%", "%%").replace("\n", " ")
+
+
+_C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _unit_quote(text: str, *, exec_line: bool = False) -> str:
+    """A double-quoted word of a unit file; ``$`` kept literal on exec lines."""
+    quoted = "".join(_C_ESCAPES.get(char, char) for char in text).replace("%", "%%")
+    if exec_line:
+        quoted = quoted.replace("$", "$$")
+    return f'"{quoted}"'
+
+
+# -- supervisord ----------------------------------------------------------------
+
+
+def _supervisord(
+    specs: Sequence[ProcSpec], *, app: str, user: str | None, log_dir: str | None
+) -> ExportFile:
+    sections = [f"[group:{app}]\nprograms={','.join(spec.id for spec in specs)}\n"]
+    for spec in specs:
+        for what, text in [("command", arg) for arg in spec.argv] + [
+            (f"variable {name}", value) for name, value in spec.env.items()
+        ]:
+            if "\n" in text or "\r" in text:
+                raise ValueError(
+                    f"proc {spec.id!r}: its {what} spans several lines, which supervisord's "
+                    "config cannot hold; put it in a script, or export to systemd"
+                )
+        stop_timeout = _DEFAULT_STOP_TIMEOUT if spec.stop_timeout is None else spec.stop_timeout
+        lines = [
+            f"[program:{spec.id}]",
+            "command=" + _ini(" ".join(shlex.quote(arg) for arg in spec.argv)),
+        ]
+        if spec.cwd:
+            lines.append(f"directory={_ini(spec.cwd)}")
+        if spec.env:
+            pairs = ",".join(
+                f"{name}={_env_value(spec.id, name, value)}" for name, value in spec.env.items()
+            )
+            lines.append(f"environment={_ini(pairs)}")
+        if user:
+            lines.append(f"user={_ini(user)}")
+        lines += [
+            "autostart=true",
+            "startsecs=0",
+            f"autorestart={'unexpected' if spec.retry else 'false'}",
+            "exitcodes=0",
+            f"startretries={spec.retry}",
+            f"stopsignal={_signal_name(spec.stop_signal).removeprefix('SIG')}",
+            f"stopwaitsecs={max(1, round(stop_timeout))}",
+            # The whole process group gets the stop signal, and SIGKILL.
+            "stopasgroup=true",
+            "killasgroup=true",
+        ]
+        if log_dir:
+            base = str(Path(log_dir) / spec.id)
+            lines += [f"stdout_logfile={_ini(base)}.log", f"stderr_logfile={_ini(base)}.error.log"]
+        sections.append("\n".join(lines) + "\n")
+    return ExportFile(f"{app}.conf", "\n".join(sections))
+
+
+def _ini(text: str) -> str:
+    """A value in supervisord's ini file (one line): ``%`` escaped."""
+    return text.replace("%", "%%")
+
+
+def _env_value(proc: str, name: str, value: str) -> str:
+    """One value of supervisord's ``environment=``, quoted as it reads them.
+
+    supervisord splits the pairs with a non-POSIX `shlex` (no escapes inside
+    quotes) and strips every quote character from both ends of a value, so a
+    value is quoted with the quote it does not hold, and one that holds both,
+    or begins or ends with a quote, cannot be written.
+    """
+    quote = '"' if '"' not in value else "'" if "'" not in value else None
+    if quote is None or (value and (value[0] in "'\"" or value[-1] in "'\"")):
+        raise ValueError(
+            f"proc {proc!r}: variable {name} = {value!r} cannot be written in supervisord's "
+            "environment= (it holds both quotes, or begins or ends with one)"
+        )
+    return f"{quote}{value}{quote}"
