@@ -883,6 +883,15 @@ class Overseer:
             prefix = (self._token + ".").encode()
             await self._scanner.sweep(prefix, _signal.SIGTERM, self.stop_timeout)
 
+    def _observe_sweeps(self, listener: Callable[[list[int]], None] | None) -> None:
+        """Seam for the pytest plugin: `listener(pids)` hears of every escaped process.
+
+        Called, before they are signalled, with the processes each sweep
+        found outside their proc's process group (at a stop, before a
+        restart, at remove(), at the end), whichever sweep found them.
+        """
+        self._scanner.on_sweep = listener
+
     # -- the block (see _block.open_overseer) --------------------------------
 
     def _enter_block(self, nursery: trio.Nursery) -> None:

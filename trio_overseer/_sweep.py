@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal as _signal
+from collections.abc import Callable
 
 import trio
 
@@ -64,12 +65,16 @@ def scan_one(pid: int, prefix: bytes) -> bool:
 
 
 class Scanner:
-    """Coalesces concurrent /proc scans into one."""
+    """Coalesces concurrent /proc scans into one, and says what each sweep ends."""
 
-    __slots__ = ("_batch",)
+    __slots__ = ("_batch", "on_sweep")
 
     def __init__(self) -> None:
         self._batch: tuple[set[bytes], trio.Event, dict[bytes, list[int]]] | None = None
+        # Told, before they are signalled (so they can still be described),
+        # the pids each sweep found outside their group: the pytest plugin
+        # reports them whatever the timing of the sweep.
+        self.on_sweep: Callable[[list[int]], None] | None = None
 
     async def find(self, prefix: bytes) -> list[int]:
         """Pids tagged with `prefix`, from a scan that starts after this call."""
@@ -99,6 +104,8 @@ class Scanner:
             if not pids:
                 break
             ended += pids
+            if self.on_sweep is not None:
+                self.on_sweep(pids)
             logger.info(
                 "ending %d process(es) that left their process group: %s",
                 len(pids),
