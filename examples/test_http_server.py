@@ -24,14 +24,7 @@ import trio
 
 from trio_overseer import Overseer
 from trio_overseer.pytest_plugin import SessionOverseer
-
-
-def free_port() -> int:
-    """A TCP port that nothing listens on now (the OS picks it for a bind to port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from trio_overseer.testing import free_port  # a port of this (xdist) worker's own
 
 
 def http_server(port: int, root: Path) -> list[str]:
