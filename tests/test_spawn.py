@@ -1,0 +1,228 @@
+"""Spawning: both ways (posix_spawn and the Popen fallback) keep Popen's guarantees."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from children import PY, REPORT_SETUP, SLEEP_FOREVER, python
+
+from trio_overseer import Cmd, State, _spawn
+
+T = 20
+
+#: Prints the descriptors it was started with (the listing's own is left out).
+PRINT_FDS = python(
+    """
+    import os
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    print(" ".join(str(fd) for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")))
+    """
+)
+
+
+@pytest.fixture(params=["posix_spawn", "popen"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test with each way of spawning."""
+    if request.param == "popen":
+        monkeypatch.setattr(_spawn, "_POSIX_SPAWN", None)
+    elif _spawn._POSIX_SPAWN is None:
+        pytest.skip("posix_spawn through ctypes is not available here")
+    yield request.param
+
+
+async def run(cmd: Cmd) -> Any:
+    with trio.fail_after(T):
+        return await cmd.run()
+
+
+async def test_no_descriptor_is_inherited(way: str) -> None:
+    # An inheritable descriptor of the parent (one Popen's close_fds closes)
+    # does not reach the child; nor do the pipes of other children.
+    leaky = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(leaky, True)
+    try:
+        status = await run(Cmd(PY, PRINT_FDS))
+    finally:
+        os.close(leaky)
+    fds = [int(fd) for fd in status.stdout[0].split()]
+    assert fds[:3] == [0, 1, 2] and leaky not in fds, (leaky, fds)
+    assert len(fds) <= 4, fds  # 0, 1, 2 and the listing's own
+
+
+async def test_group_stdin_and_signals_as_popen(way: str) -> None:
+    status = await run(Cmd(PY, REPORT_SETUP))
+    assert status.stdout == ("pgid==pid True", "stdin /dev/null", "stdin read ''")
+    # Python ignores SIGPIPE and SIGXFSZ; children get them back at their
+    # default (Popen's restore_signals): cat reads its own ignored-set.
+    status = await run(Cmd("cat", ["/proc/self/status"]))
+    ignored = int(next(ln for ln in status.stdout if ln.startswith("SigIgn:")).split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)), hex(ignored)
+
+
+async def test_path_search_uses_the_childs_path(way: str, tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "prog").write_text("#!/bin/sh\necho not executable\n")  # skipped: EACCES
+    (second / "prog").write_text("#!/bin/sh\necho from b\n")
+    (second / "prog").chmod(0o755)
+    env = {"PATH": f"{tmp_path / 'missing'}:{first}:{second}", **_tag()}
+    status = await run(Cmd("prog", env=env))
+    assert (status.exit, status.stdout) == (0, ("from b",)), status
+    (second / "prog").unlink()
+    status = await run(Cmd("prog", env=env))  # the first error other than "not found"
+    assert status.error == "cannot start 'prog': Permission denied: 'prog'", status
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("missing", "cannot start '{d}/nope': No such file or directory: '{d}/nope'"),
+        ("no shebang", "cannot start '{d}/script': Exec format error: '{d}/script'"),
+        ("a directory", "cannot start '{d}': Permission denied: '{d}'"),
+        ("bad dir", "cannot start '{py}' in dir '{d}/nope': No such file or directory: '{d}/nope'"),
+        ("dir is a file", "cannot start '{py}' in dir '{d}/script': Not a directory: '{d}/script'"),
+        ("relative", "cannot start './nope' in dir '{d}': No such file or directory: './nope'"),
+    ],
+)
+async def test_errors_read_as_popens(way: str, tmp_path: Path, case: str, error: str) -> None:
+    script = tmp_path / "script"
+    script.write_text("exit 0\n")
+    script.chmod(0o755)
+    d = str(tmp_path)
+    cmd = {
+        "missing": Cmd(f"{d}/nope"),
+        "no shebang": Cmd(str(script)),
+        "a directory": Cmd(d),
+        "bad dir": Cmd(PY, ["-c", "pass"], dir=f"{d}/nope"),
+        "dir is a file": Cmd(PY, ["-c", "pass"], dir=script),
+        "relative": Cmd("./nope", dir=d),
+    }[case]
+    status = await run(cmd)
+    assert cmd.state is State.FATAL
+    assert status.error == error.format(d=d, py=PY)
+
+
+def _tag() -> dict[str, str]:
+    from children import TAG_VAR
+
+    return {TAG_VAR: os.environ[TAG_VAR]}
+
+
+async def test_stop_while_the_spawn_waits_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another child is alive, so the spawn goes to a worker thread; a stop()
+    # arriving meanwhile is done as soon as the process exists.
+    if _spawn._POSIX_SPAWN is None:
+        pytest.skip("spawns use threads only with posix_spawn")
+    in_thread = threading.Event()
+    go_on = threading.Event()
+    real_start = _spawn._start
+
+    def slow_start(*args: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            in_thread.set()
+            go_on.wait(T)
+        return real_start(*args)
+
+    monkeypatch.setattr(_spawn, "_start", slow_start)
+    other = Cmd(PY, SLEEP_FOREVER)
+    cmd = Cmd(PY, SLEEP_FOREVER)
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(other.run)
+            nursery.start_soon(cmd.run)
+            await trio.to_thread.run_sync(in_thread.wait)
+            assert cmd.state is State.STARTING
+            cmd.stop()
+            cmd.stop()  # idempotent
+            go_on.set()
+            status = await cmd.wait()
+            other.stop()
+    assert status.pid > 0 and status.exit == -signal.SIGTERM, status
+    assert status.error == "signal: SIGTERM"
+
+
+async def test_kill_while_the_spawn_waits_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    if _spawn._POSIX_SPAWN is None:
+        pytest.skip("spawns use threads only with posix_spawn")
+    in_thread = threading.Event()
+    go_on = threading.Event()
+    real_start = _spawn._start
+
+    def slow_start(*args: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            in_thread.set()
+            go_on.wait(T)
+        return real_start(*args)
+
+    monkeypatch.setattr(_spawn, "_start", slow_start)
+    other = Cmd(PY, SLEEP_FOREVER)
+    cmd = Cmd(PY, SLEEP_FOREVER, stop_timeout=60)
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(other.run)
+            nursery.start_soon(cmd.run)
+            await trio.to_thread.run_sync(in_thread.wait)
+            cmd.stop()
+            cmd.kill()  # escalates: SIGKILL at once, no 60 s wait
+            go_on.set()
+            status = await cmd.wait()
+            other.kill()
+    assert status.exit == -signal.SIGKILL, status
+
+
+async def test_cancelled_while_the_spawn_waits_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The spawn completes; the cancellation then stops the child like any
+    # other run's (nothing is left behind, run() re-raises).
+    if _spawn._POSIX_SPAWN is None:
+        pytest.skip("spawns use threads only with posix_spawn")
+    in_thread = threading.Event()
+    go_on = threading.Event()
+    real_start = _spawn._start
+
+    def slow_start(*args: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            in_thread.set()
+            go_on.wait(T)
+        return real_start(*args)
+
+    monkeypatch.setattr(_spawn, "_start", slow_start)
+    other = Cmd(PY, SLEEP_FOREVER)
+    cmd = Cmd(PY, SLEEP_FOREVER)
+    with trio.fail_after(T):
+        async with trio.open_nursery() as outer:
+            await outer.start(other.run)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cmd.run)
+                await trio.to_thread.run_sync(in_thread.wait)
+                nursery.cancel_scope.cancel()
+                go_on.set()
+            other.stop()
+    status = cmd.status()
+    assert cmd.state is State.INTERRUPTED and status.pid > 0, status
+
+
+async def test_many_at_once_overlap_and_all_end(way: str) -> None:
+    # 40 spawns at once (threads when posix_spawn is there): every one runs.
+    cmds = [Cmd(sys.executable, ["-c", f"print({i})"]) for i in range(40)]
+    results: list[Any] = []
+
+    async def one(cmd: Cmd) -> None:
+        results.append(await cmd.run())
+
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery:
+            for cmd in cmds:
+                nursery.start_soon(one, cmd)
+    assert sorted(int(s.stdout[0]) for s in results) == list(range(40))
+    assert all(s.exit == 0 for s in results)
