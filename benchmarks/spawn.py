@@ -9,6 +9,10 @@ machinery down.  Baseline: ``trio.run_process`` with its
 output captured (the same job by hand: spawn, read stdout/stderr, reap); an
 extra row shows ``trio.run_process`` with output to /dev/null.
 
+Each is measured twice: on the machine as it is, and beside a CPU hog (a
+process spinning on one core for the whole measurement: a busy machine,
+where a spawn that blocks the event loop costs the most).
+
 Metric: spawns per second (higher is better), plus the parent's CPU per
 spawn (user + system of the whole parent process, all threads, from
 ``getrusage(RUSAGE_SELF)``).  Checks: every exit code is 0, no survivors,
@@ -17,11 +21,14 @@ no zombie.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from benchmarks._common import Check, cpu_seconds
+from benchmarks._common import Check, cpu_seconds, tagged_env
 from benchmarks._spec import Bench, Target, Variant
 
 TRUE = "/bin/true"
@@ -46,6 +53,25 @@ def plan(quick: bool) -> Bench:
                 {**p, "devnull": True},
             ),
         ]
+    for conc in (1, 50):  # the same beside a CPU hog: a busy machine
+        mode = "sequential" if conc == 1 else f"{conc} at a time"
+        p = {"n": n, "conc": conc, "busy": True}
+        variants += [
+            Variant(
+                f"ovr{conc}busy",
+                f"trio_overseer supervise in a block, {mode}, beside a CPU hog",
+                "candidate",
+                "m_ovr",
+                p,
+            ),
+            Variant(
+                f"trio{conc}busy",
+                f"trio.run_process captured, {mode}, beside a CPU hog",
+                "baseline",
+                "m_trio",
+                p,
+            ),
+        ]
     variants.insert(
         1,
         Variant(
@@ -58,24 +84,20 @@ def plan(quick: bool) -> Bench:
         ),
     )
     targets = []
-    for conc in (1, 50):
+    for conc, busy in ((1, ""), (50, ""), (1, "busy"), (50, "busy")):
         mode = "sequential" if conc == 1 else f"{conc} at a time"
+        if busy:
+            mode += ", beside a CPU hog"
+        ovr, trio = f"ovr{conc}{busy}", f"trio{conc}{busy}"
         targets += [
+            Target(f"{mode}: throughput / run_process captured", ovr, trio, ">=", 1.0),
             Target(
-                f"{mode}: throughput / run_process captured", f"ovr{conc}", f"trio{conc}", ">=", 1.0
-            ),
-            Target(
-                f"{mode}: throughput / run_process captured",
-                f"ovr{conc}",
-                f"trio{conc}",
-                ">=",
-                1.5,
-                stretch=True,
+                f"{mode}: throughput / run_process captured", ovr, trio, ">=", 1.5, stretch=True
             ),
             Target(
                 f"{mode}: parent CPU per spawn / run_process captured",
-                f"ovr{conc}",
-                f"trio{conc}",
+                ovr,
+                trio,
                 "info",
                 0.0,
                 metric="cpu_us",
@@ -91,6 +113,29 @@ def plan(quick: bool) -> Bench:
         rounds=2 if quick else 5,
         extras={"cpu_us": ("parent CPU/spawn", "µs")},
     )
+
+
+@contextlib.contextmanager
+def _cpu_hog(busy: bool) -> Iterator[None]:
+    """A process spinning on one core meanwhile (when `busy`): a busy machine."""
+    if not busy:
+        yield
+        return
+    hog = subprocess.Popen(
+        [sys.executable, "-c", "print('spinning', flush=True)\nwhile True: pass"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=tagged_env(),
+    )
+    try:
+        assert hog.stdout is not None
+        hog.stdout.readline()  # it runs
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+        if hog.stdout is not None:
+            hog.stdout.close()
 
 
 async def _workers(n: int, conc: int, one: Any) -> None:
@@ -115,8 +160,10 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
     n, conc, bare = p["n"], p["conc"], p.get("bare", False)
     check = Check()
     codes: list[int] = []
+    # The package imports its modules on first use: do it before the clock.
+    Overseer, open_overseer = trio_overseer.Overseer, trio_overseer.open_overseer
 
-    async def run(ovr: trio_overseer.Overseer) -> None:
+    async def run(ovr: Any) -> None:
         async def one(i: int) -> None:
             ovr.add(f"t{i}", TRUE)
             codes.append(await ovr.supervise(f"t{i}"))
@@ -125,14 +172,15 @@ def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
 
     async def main() -> None:
         if bare:
-            await run(trio_overseer.Overseer())
+            await run(Overseer())
         else:
-            async with trio_overseer.open_overseer() as ovr:
+            async with open_overseer() as ovr:
                 await run(ovr)
 
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    trio.run(main)
-    dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
+    with _cpu_hog(p.get("busy", False)):
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        trio.run(main)
+        dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
     check.expect(len(codes) == n, f"{len(codes)} of {n} runs returned")
     check.expect(all(c == 0 for c in codes), f"exit codes {sorted(set(codes))}, expected 0")
     check.no_survivors()
@@ -166,9 +214,10 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
             )
         codes.append(r.returncode)
 
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    trio.run(_workers, n, conc, one)
-    dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
+    with _cpu_hog(p.get("busy", False)):
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        trio.run(_workers, n, conc, one)
+        dt, dc = time.perf_counter() - t0, cpu_seconds() - c0
     check.expect(len(codes) == n, f"{len(codes)} of {n} runs returned")
     check.expect(all(c == 0 for c in codes), f"exit codes {sorted(set(codes))}, expected 0")
     check.no_survivors()
