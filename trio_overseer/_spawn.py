@@ -184,7 +184,14 @@ async def spawn(
     spawns = _RunSpawns.current()
     busy = spawns.live or trio.lowlevel.current_statistics().tasks_runnable
     if _POSIX_SPAWN is not None and busy:
-        child, out_r, err_r = await trio.to_thread.run_sync(start, limiter=spawns.limiter)
+        try:
+            child, out_r, err_r = await trio.to_thread.run_sync(start, limiter=spawns.limiter)
+        except RuntimeError as exc:
+            if "can't start new thread" not in str(exc):
+                raise
+            # No thread to be had (RLIMIT_NPROC counts threads): spawn inline,
+            # and let the OS say why a process cannot be made either.
+            child, out_r, err_r = start()
     else:
         child, out_r, err_r = start()
     child._count_in(spawns)
