@@ -286,3 +286,56 @@ async def test_reload(tmp_path: Path) -> None:
         rc, out, err = await ctl(tmp_path, "stop", "--all")
         assert rc == 0, err
         assert await tool.wait() == 0
+
+
+BAD_INPUT = [
+    pytest.param(
+        ["check"], {".env": "PORT=abc\n"}, "PORT in .env is not a number: 'abc'", id="port"
+    ),
+    pytest.param(
+        ["check", "-e", "sub"], {}, "sub: cannot read env file: Is a directory", id="env-dir"
+    ),
+    pytest.param(
+        ["check", "-e", "bad"], {"bad": b"\xff=1\n"}, "bad: cannot read env file", id="env-bytes"
+    ),
+    pytest.param(
+        ["check", "-f", "o.yml"],
+        {"o.yml": "web:\n  cmd: [a]\n  shell: true\n  scale: -1\n"},
+        "o.yml: proc 'web': field 'scale': expected a number of instances",
+        id="yaml-fields",
+    ),
+    pytest.param(
+        ["start", "-p", "70000"], {}, "-p/--port: expected a port number", id="port-range"
+    ),
+    pytest.param(["start", "-p", "x"], {}, "argument -p/--port: invalid int value", id="port-int"),
+    pytest.param(["start", "-d", "Procfile"], {}, "-d Procfile: Not a directory", id="root"),
+    pytest.param(["start", "-e", ","], {}, "-e: expected FILE[,FILE...]", id="env-empty"),
+    pytest.param(["start", "nope"], {}, "no proc 'nope' in Procfile (known: web)", id="name"),
+    pytest.param(["start", "-c", "web=2", "-f", "x"], {"x": "web: true\n"}, None, id="c-and-f-ok"),
+    pytest.param(["run", "-c", "a.yml", "true"], {}, "a.yml: cannot read config file", id="run"),
+    pytest.param(["export", "upstart", "out"], {}, "invalid choice: 'upstart'", id="format"),
+    pytest.param(["signal", "web"], {}, "give one or more proc ids", id="signal"),
+]
+
+
+@pytest.mark.parametrize(("args", "files", "message"), BAD_INPUT)
+async def test_bad_input_is_a_clear_usage_error(
+    tmp_path: Path, args: list[str], files: dict[str, str | bytes], message: str | None
+) -> None:
+    write_text(tmp_path, "Procfile", "web: true\n")
+    (tmp_path / "sub").mkdir()
+    for name, content in files.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    if message is None:  # -c web=2 with -f FILE: concurrency, not a second config file
+        rc, out, err = await ctl(tmp_path, *args, "--no-socket")
+        assert rc == 0, err
+        assert re.search(r"web\.2 +\| exited 0", out)
+        return
+    rc, out, err = await ctl(tmp_path, *args)
+    assert (rc, out) == (2, ""), err
+    assert message in err
+    assert "Traceback" not in err

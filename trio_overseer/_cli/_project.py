@@ -116,7 +116,8 @@ def load_project(options: Options, directory: Path | None = None) -> Project:
             )
     if problems:
         raise ConfigError(problems)
-    all_specs = _expand(base, env, options)
+    port_file = next((f for f in reversed(env_files) if "PORT" in parse_env_names(f)), None)
+    all_specs = _expand(base, env, options, port_file)
     specs = _select(all_specs, options.names, path)
     return Project(
         path=path,
@@ -159,11 +160,20 @@ def _read_env_files(
     return env, read, warnings, notes
 
 
-def base_port(options: Options, env: Mapping[str, str]) -> int:
+def parse_env_names(path: Path) -> set[str]:
+    """The names an env file sets (read again: only to name it in a message)."""
+    try:
+        return set(parse_dotenv(path.read_text(encoding="utf-8-sig")).values)
+    except (OSError, UnicodeDecodeError):
+        return set()
+
+
+def base_port(options: Options, env: Mapping[str, str], port_file: Path | None = None) -> int:
     """``-p``, else ``PORT`` of the env files, else of the environment, else 5000."""
     if options.port is not None:
         return options.port
-    for source, where in ((env, "the env files"), (os.environ, "the environment")):
+    env_files = str(port_file) if port_file is not None else "the env files"
+    for source, where in ((env, env_files), (os.environ, "the environment")):
         text = source.get("PORT")
         if text:
             try:
@@ -173,9 +183,11 @@ def base_port(options: Options, env: Mapping[str, str]) -> int:
     return DEFAULT_PORT
 
 
-def _expand(base: list[ProcSpec], env: dict[str, str], options: Options) -> list[ProcSpec]:
+def _expand(
+    base: list[ProcSpec], env: dict[str, str], options: Options, port_file: Path | None
+) -> list[ProcSpec]:
     """Every instance of every type, with its environment."""
-    port = base_port(options, env)
+    port = base_port(options, env, port_file)
     specs: list[ProcSpec] = []
     for index, spec in enumerate(base):
         count = options.concurrency.get(spec.id, options.concurrency.get("all", spec.scale))
