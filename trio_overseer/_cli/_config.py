@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import re
+import reprlib
 import shlex
 import signal
 import tomllib
@@ -43,7 +44,9 @@ from typing import Any, Literal
 
 import attrs
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ._procfile import join_continuations, parse_procfile, shell_argv
 
@@ -92,6 +95,12 @@ _PROCFILE_LINE = re.compile(r"([A-Za-z0-9_-]+):\s*(.*)")
 _TOML_DUPLICATE = re.compile(r"Cannot declare \('procs', '([^']*)'\) twice")
 # tomllib's position suffix, moved to the front of our messages.
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)$")
+# Hostile files: nesting deeper than this, or aliases expanding to more
+# values than this, are refused before anything walks the values (a few
+# nested aliases describe billions of them; the parsers recurse per level).
+_MAX_DEPTH = 64
+_MAX_VALUES = 100_000
+_MAX_DIGITS = 100  # in a number
 
 
 class ConfigError(ValueError):
@@ -287,9 +296,9 @@ class _Problems:
         if line is not None:
             parts.append(f"line {line}")
         if proc is not None:
-            parts.append(f"proc {proc!r}")
+            parts.append(f"proc {_show(proc, 80)}")
         if field is not None:
-            parts.append(f"field {field!r}")
+            parts.append(f"field {_show(field, 80)}")
         parts.append(message)
         self.messages.append(": ".join(parts))
 
@@ -336,8 +345,10 @@ def _sniff_format(text: str) -> _Format:
     try:
         if isinstance(tomllib.loads(text).get("procs"), dict):
             return "toml"
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError):
         pass
+    except RecursionError:  # deep nesting: only TOML's [table] header starts that way
+        return "toml" if text.lstrip().startswith("[") else "yaml"
     lines = [
         line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
@@ -368,6 +379,52 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         super().__init__(stream)
         #: (mapping node, duplicate key, its line, line of the first occurrence)
         self.duplicates: list[tuple[MappingNode, Hashable, int, int]] = []
+        self._depth = 0
+        #: id(node) -> how many values it holds once its aliases are expanded
+        self._values: dict[int, int] = {}
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        """An integer, unless it is too long to be a setting (Python refuses
+        to read more than 4300 digits, and reading fewer is already slow)."""
+        digits = sum(c.isdigit() for c in node.value)
+        if digits > _MAX_DIGITS:
+            raise ConstructorError(
+                None, None, f"a number of {digits} digits is too long", node.start_mark
+            )
+        return super().construct_yaml_int(node)
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        """Compose as usual, refusing nesting beyond `_MAX_DEPTH` and aliases
+        that expand to more than `_MAX_VALUES` values."""
+        if self._depth >= _MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise ComposerError(None, None, f"nested more than {_MAX_DEPTH} levels deep", mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is None:
+            return None
+        values = self._values.get(id(node))
+        if values is None:  # a new node (an alias gives one already counted)
+            if isinstance(node, MappingNode):
+                children = [child for pair in node.value for child in pair]
+            elif isinstance(node, SequenceNode):
+                children = node.value
+            else:
+                children = []
+            values = 1 + sum(self._values.get(id(child), 1) for child in children)
+            self._values[id(node)] = values
+            if values > _MAX_VALUES:
+                raise ComposerError(
+                    None,
+                    None,
+                    f"aliases expand to more than {_MAX_VALUES:,} values here; "
+                    "write the values out or use fewer nested aliases",
+                    node.start_mark,
+                )
+        return node
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         """Construct the mapping, recording any key given more than once."""
@@ -390,12 +447,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
+
+
 def _read_yaml(text: str, problems: _Problems) -> Mapping[Any, Any] | None:
     """Load YAML text, reporting syntax errors and duplicate keys.
 
     Returns the top-level mapping, or None when there is nothing usable.
     """
-    loader = _UniqueKeyLoader(text)
+    try:
+        loader = _UniqueKeyLoader(text)  # reads the whole text: may raise ReaderError
+    except yaml.reader.ReaderError as exc:
+        problems.add(_yaml_reader_message(exc), line=text.count("\n", 0, exc.position) + 1)
+        return None
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
@@ -403,7 +467,7 @@ def _read_yaml(text: str, problems: _Problems) -> Mapping[Any, Any] | None:
         problems.add(_yaml_error_message(exc), line=_yaml_error_line(exc))
         return None
     except yaml.YAMLError as exc:
-        problems.add(f"invalid YAML: {exc}")
+        problems.add(f"invalid YAML: {_show(str(exc), 200)}")
         return None
     finally:
         loader.dispose()
@@ -483,6 +547,20 @@ def _yaml_error_message(exc: yaml.MarkedYAMLError) -> str:
     return "invalid YAML: " + (", ".join(parts) if parts else "syntax error")
 
 
+def _yaml_reader_message(exc: yaml.reader.ReaderError) -> str:
+    """A raw character YAML does not allow, e.g. ESC pasted from a coloured terminal."""
+    code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    if exc.encoding != "unicode":  # bytes input: a byte that is not in the encoding
+        return f"invalid YAML: byte {code:#04x} is not {exc.encoding} text"
+    return (
+        f"invalid YAML: control character U+{code:04X} is not allowed as is; "
+        f'inside double quotes write it as "\\x{code:02x}"'
+        if code < 0x100
+        else f"invalid YAML: character U+{code:04X} is not allowed as is; "
+        f'inside double quotes write it as "\\u{code:04x}"'
+    )
+
+
 def _yaml_error_line(exc: yaml.MarkedYAMLError) -> int | None:
     """The 1-based line a PyYAML error points at, if any."""
     mark = exc.problem_mark or exc.context_mark
@@ -497,6 +575,9 @@ def _read_toml(text: str, problems: _Problems) -> Mapping[Any, Any] | None:
     """Load TOML text and return its ``procs`` table, or None on problems."""
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # tomllib recurses per level of arrays and inline tables
+        problems.add("invalid TOML: arrays or inline tables nested too deeply")
+        return None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         position = _TOML_POSITION.search(message)
@@ -508,6 +589,9 @@ def _read_toml(text: str, problems: _Problems) -> Mapping[Any, Any] | None:
             problems.add("duplicate proc id", proc=duplicate.group(1), line=line)
         else:
             problems.add(f"invalid TOML: {message}", line=line)
+        return None
+    except ValueError as exc:  # int() of a number of more than 4300 digits
+        problems.add(f"invalid TOML: a number is too long ({_show(str(exc), 80)})")
         return None
 
     if not data:
@@ -537,10 +621,16 @@ def _build_specs(path: Path, raw: Mapping[Any, Any], problems: _Problems) -> lis
     for raw_id, settings in raw.items():
         if isinstance(raw_id, str) and raw_id:
             proc_id = raw_id
-        elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        elif isinstance(raw_id, int) and not isinstance(raw_id, bool) and raw_id.bit_length() < 64:
             proc_id = str(raw_id)  # as the Go tool reads `123:` keys
         else:
             problems.add(f"proc id must be a non-empty string, got {_show(raw_id)}")
+            continue
+        if not proc_id.isprintable():
+            problems.add(
+                "proc id must be printable: no newlines, tabs, escape sequences or other "
+                f"control characters, got {_show(proc_id)}"
+            )
             continue
         spec = _build_spec(path, proc_id, settings, problems)
         if spec is not None:
@@ -563,7 +653,7 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
     before = len(problems.messages)
     for key in settings:
         if key not in _FIELDS:
-            problems.add(_unknown_field_message(key), proc=proc_id, field=str(key))
+            problems.add(_unknown_field_message(key), proc=proc_id, field=_id_text(key))
 
     def check(field: str, parse: Callable[[Any], Any], default: Any) -> Any:
         value = settings.get(field)
@@ -583,6 +673,12 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
         script = settings["cmd"].strip()
         if not script:
             problems.add("must not be empty", proc=proc_id, field="cmd")
+        elif "\0" in script:
+            problems.add(
+                "the shell line contains a NUL byte (\\0), which a process cannot be given",
+                proc=proc_id,
+                field="cmd",
+            )
         argv: tuple[str, ...] = shell_argv(script)
     elif shell and settings.get("cmd") is not None:
         problems.add(
@@ -622,7 +718,7 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
 
 def _unknown_field_message(key: object) -> str:
     """Say a key is unknown, suggesting the closest known one."""
-    close = difflib.get_close_matches(str(key), _FIELDS, n=1)
+    close = difflib.get_close_matches(key, _FIELDS, n=1) if isinstance(key, str) else []
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown field ({hint}known fields: {', '.join(_FIELDS)})"
 
@@ -646,6 +742,8 @@ def _parse_cmd(value: object) -> tuple[str, ...]:
         )
     if not argv or not argv[0]:
         raise _Invalid("must not be empty")
+    for index, arg in enumerate(argv):
+        _no_nul(arg, f"item {index}" if isinstance(value, list) else "the command")
     return tuple(argv)
 
 
@@ -663,7 +761,7 @@ def _parse_cwd(value: object, config_path: Path) -> str | None:
         raise _Invalid(f"expected a directory path, got {_type_name(value)} {_show(value)}")
     if not value:
         return None  # as the Go tool: empty means "inherit"
-    return _resolve_dir(config_path, value)
+    return _resolve_dir(config_path, _no_nul(value, "the path"))
 
 
 def _resolve_dir(config_path: Path, directory: str) -> str:
@@ -684,17 +782,27 @@ def _parse_env(value: object) -> dict[str, str]:
             name, sep, text = item.partition("=")
             if not sep or not name:
                 errors.append(f"item {index}: expected 'NAME=value', got {_show(item)}")
+            elif "\0" in item:
+                errors.append(f"item {index}: contains a NUL byte (\\0), got {_show(item)}")
             else:
                 env[name] = text
     elif isinstance(value, dict):
         for name, item in value.items():
             if not isinstance(name, str) or not name or "=" in name:
                 errors.append(f"invalid variable name {_show(name)}")
-            elif isinstance(item, bool) or not isinstance(item, str | int | float):
+            elif "\0" in name:
+                errors.append(f"invalid variable name {_show(name)}: contains a NUL byte (\\0)")
+            elif (
+                isinstance(item, bool)
+                or not isinstance(item, str | int | float)
+                or (isinstance(item, int) and item.bit_length() > 600)
+            ):
                 errors.append(
-                    f"variable {name!r}: expected a string, got {_type_name(item)} {_show(item)}"
-                    + (" (quote it)" if isinstance(item, bool) else "")
+                    f"variable {_show(name)}: expected a string, got {_type_name(item)}"
+                    f" {_show(item)}" + (" (quote it)" if isinstance(item, bool) else "")
                 )
+            elif "\0" in str(item):
+                errors.append(f"variable {_show(name)}: contains a NUL byte (\\0)")
             else:
                 env[name] = str(item)
     else:
@@ -754,6 +862,17 @@ def _parse_group(value: object) -> str:
     """A group name used to start/stop procs together."""
     if not isinstance(value, str):
         raise _Invalid(f"expected a string, got {_type_name(value)} {_show(value)}")
+    if not value.isprintable():
+        raise _Invalid(
+            f"must be printable: no newlines, tabs or escape sequences, got {_show(value)}"
+        )
+    return value
+
+
+def _no_nul(value: str, what: str) -> str:
+    """`value`, unless it holds a NUL byte, which no command line or environment can."""
+    if "\0" in value:
+        raise _Invalid(f"{what} contains a NUL byte (\\0), which a process cannot be given")
     return value
 
 
@@ -763,7 +882,7 @@ def _parse_signal(value: object) -> int:
         try:
             return int(signal.Signals(value))
         except ValueError:
-            raise _Invalid(f"unknown signal number {value}") from None
+            raise _Invalid(f"unknown signal number {_show(value)}") from None
     if isinstance(value, str):
         name = value.strip().upper()
         if not name.startswith("SIG"):
@@ -816,10 +935,37 @@ def _parse_procfile(path: Path, text: str, problems: _Problems) -> list[ProcSpec
 # Small helpers
 
 
+class _ShortRepr(reprlib.Repr):
+    """`repr` that renders only what will be shown: a few items of a few levels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxdict = self.maxset = self.maxfrozenset = 6
+        self.maxstring = self.maxlong = self.maxother = 200
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 600:  # str() of a long int is slow, and refused past 4300 digits
+            return f"<a number of about {int(x.bit_length() * math.log10(2))} digits>"
+        return super().repr_int(x, level)
+
+
+_SHORT_REPR = _ShortRepr()
+
+
 def _show(value: object, limit: int = 60) -> str:
-    """``repr(value)``, shortened so error messages stay readable."""
-    text = repr(value)
+    """``repr(value)``, shortened so error messages stay readable.
+
+    Never renders more than it shows: an alias bomb or a 5,000-digit number
+    costs no more than a short value.
+    """
+    text = _SHORT_REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _id_text(value: object) -> str:
+    """A key as the user wrote it, if it is a string; else its short repr."""
+    return value if isinstance(value, str) else _show(value)
 
 
 def _type_name(value: object) -> str:

@@ -122,6 +122,13 @@ def _concurrency(text: str, option: str) -> dict[str, int]:
 def _load(options: Options) -> Project:
     """The project of the options; `_UsageError` with the diagnosis if invalid."""
     try:
+        os.getcwd()
+    except OSError:  # relative paths, and the default config file, mean nothing now
+        raise _UsageError(
+            "the current directory does not exist any more (was it deleted?); "
+            "cd to an existing directory"
+        ) from None
+    try:
         from ._config import ConfigError
         from ._project import load_project
     except ImportError as exc:  # PyYAML is an optional dependency of the library
@@ -144,10 +151,16 @@ def _warn(project: Project) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from .._overseer import Overseer
     from ._config import describe
+    from ._start import add_procs
 
     project = _load(_options(args, args.names))
     specs = project.specs
+    # What `start` would refuse, `check` refuses: the same registration, nothing started.
+    problems = add_procs(Overseer(handle_signals=False), specs)
+    if problems:
+        raise _UsageError("\n".join(problems))
     lines = [f"{project.path}: {len(specs)} proc{'s' if len(specs) != 1 else ''}, valid"]
     if specs:
         width = max(len(spec.id) for spec in specs)

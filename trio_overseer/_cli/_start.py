@@ -57,7 +57,15 @@ from ._printer import Printer, state_dict
 from ._project import matches
 from ._writer import Messages, Writer
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_USAGE", "ExitPolicy", "Instance"]
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "ExitPolicy",
+    "Instance",
+    "add_proc",
+    "add_procs",
+]
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
@@ -69,6 +77,40 @@ _DRAIN_WAIT = 1.0  # seconds for the last lines to reach `logs -f` clients at th
 _KILL_MARGIN = 10.0  # seconds on top of a proc's stop_timeout for a requested stop
 _STUCK_OUTPUT = 2.0  # seconds a stdout may take nothing, once a signal ends the instance
 _MESSAGES_GRACE = 1.0  # seconds for our last messages to reach stderr
+
+
+def add_procs(ovr: Overseer, specs: Sequence[ProcSpec]) -> list[str]:
+    """Register `specs` with `ovr` as ``start`` does; the problems, each naming file and proc.
+
+    ``check`` runs this too (on an Overseer that starts nothing), so that it
+    refuses exactly what ``start`` refuses.
+    """
+    problems = []
+    for spec in specs:
+        try:
+            add_proc(ovr, spec)
+        except (TypeError, ValueError) as exc:
+            message = str(exc)
+            if not message.startswith(f"proc {spec.id!r}"):
+                message = f"proc {spec.id!r}: {message}"
+            problems.append(f"{spec.source}: {message}")
+    return problems
+
+
+def add_proc(ovr: Overseer, spec: ProcSpec) -> None:
+    """Register `spec` with `ovr` (TypeError or ValueError if the Overseer refuses it)."""
+    ovr.add(
+        spec.id,
+        spec.argv[0],
+        spec.argv[1:],
+        group=spec.group,
+        dir=spec.cwd,
+        env={**os.environ, **spec.env} if spec.env else None,
+        delay_start=spec.delay,
+        retry_times=spec.retry,
+        stop_signal=spec.stop_signal,
+        stop_timeout=spec.stop_timeout,
+    )
 
 
 def _log_handlers_on(stream: TextIO) -> list[logging.StreamHandler[TextIO]]:
@@ -190,13 +232,12 @@ class Instance:
     async def _supervise_all(self, send: trio.MemorySendChannel[Any]) -> None:
         async with open_overseer(handle_signals=False) as ovr:
             self._ovr = ovr
-            for slot in self._slots.values():
-                try:
-                    self._add(slot.spec)
-                except (TypeError, ValueError) as exc:  # what the config layer let through
-                    self._say(f"{slot.spec.source}: proc {slot.spec.id!r}: {exc}")
-                    self._setup_failed = True
-                    return
+            problems = add_procs(ovr, [slot.spec for slot in self._slots.values()])
+            if problems:  # what the config layer let through (`check` says the same)
+                for problem in problems:
+                    self._say(problem)
+                self._setup_failed = True
+                return
             ovr.watch_state(send)
             ovr.watch_logs(send, batched=True)
             async with trio.open_nursery() as services:
@@ -217,18 +258,7 @@ class Instance:
                 services.cancel_scope.cancel()
 
     def _add(self, spec: ProcSpec) -> None:
-        self.ovr.add(
-            spec.id,
-            spec.argv[0],
-            spec.argv[1:],
-            group=spec.group,
-            dir=spec.cwd,
-            env={**os.environ, **spec.env} if spec.env else None,
-            delay_start=spec.delay,
-            retry_times=spec.retry,
-            stop_signal=spec.stop_signal,
-            stop_timeout=spec.stop_timeout,
-        )
+        add_proc(self.ovr, spec)
 
     async def _supervise(self, id: str, ready: trio.Event | None = None) -> None:
         """Supervise `id` unless it is already, or should not be (re)started.
