@@ -9,7 +9,8 @@ The grammar is python-dotenv's, written afresh:
   other C escapes; both may span several lines;
 * unquoted values end at the end of the line, minus a `` #`` comment and
   trailing blanks; ``NAME= # comment`` is empty, ``NAME=#x`` is ``#x``;
-* a bare ``NAME`` (no ``=``) declares nothing: it is ignored;
+* a bare ``NAME`` (no ``=``) binds nothing, and undoes an earlier binding of
+  that name in the file (python-dotenv gives it the value None);
 * ``#`` lines and blank lines are skipped.
 
 Where python-dotenv and honcho/foreman disagree, this module follows honcho
@@ -102,7 +103,7 @@ def parse_dotenv(text: str) -> DotEnv:
             shown = reader.text[start : reader.pos].strip()
             warnings.append((lineno, f"cannot read {_show(shown)}: expected NAME=value; skipped"))
             continue
-        if binding is None:  # a comment, or a bare name
+        if binding is None:  # a comment
             continue
         name, value = binding
         if not _NAME.fullmatch(name):
@@ -113,6 +114,9 @@ def parse_dotenv(text: str) -> DotEnv:
                     "digit); skipped",
                 )
             )
+            continue
+        if value is None:  # a bare name
+            values.pop(name, None)
             continue
         if _INTERPOLATION.search(value):
             notes.append(
@@ -126,8 +130,11 @@ def parse_dotenv(text: str) -> DotEnv:
     return DotEnv(values, tuple(warnings), tuple(notes))
 
 
-def _binding(reader: _Reader) -> tuple[str, str] | None:
-    """One ``NAME=value``; None for a comment or a bare name.  Raises `_Unreadable`."""
+def _binding(reader: _Reader) -> tuple[str, str | None] | None:
+    """One ``NAME=value`` (value None for a bare name); None for a comment.
+
+    Raises `_Unreadable`.
+    """
     export = _EXPORT.match(reader.text, reader.pos)  # not `exporter=x`
     if export is not None:
         reader.pos = export.end()
@@ -145,7 +152,7 @@ def _binding(reader: _Reader) -> tuple[str, str] | None:
         value = "" if blanks and reader.peek() == "#" else _value(reader)
     reader.match(_COMMENT)
     reader.match(_EOL)
-    return None if value is None else (name, value)
+    return name, value
 
 
 def _value(reader: _Reader) -> str:
