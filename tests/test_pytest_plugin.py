@@ -276,7 +276,7 @@ def test_overseer_sync(pytester: pytest.Pytester) -> None:
             assert False, "the test failed"
 
         def test_leaks(overseer_sync):
-            overseer_sync.start("leaky", PY, ["-c", DAEMON], ready_line="daemon")
+            overseer_sync.start("leaky", PY, ["-c", DAEMON])  # exits at once: no ready_line
             overseer_sync.run(finished)
 
         async def finished(ovr):
@@ -394,7 +394,7 @@ def test_session_procs(pytester: pytest.Pytester) -> None:
             return await ovr.wait_for_state("leaky", State.FINISHED)
 
         def test_leaks(overseer_session):
-            overseer_session.start("leaky", PY, ["-c", DAEMON], ready_line="daemon")
+            overseer_session.start("leaky", PY, ["-c", DAEMON])
             overseer_session.run(finished)
         """,
     )
@@ -497,7 +497,7 @@ def test_xdist_workers_keep_to_their_own(pytester: pytest.Pytester) -> None:
 
         @pytest.mark.parametrize("n", range(4))
         def test_leaks(server, overseer_sync, n):
-            overseer_sync.start("leaky", PY, ["-c", DAEMON], ready_line="daemon")
+            overseer_sync.start("leaky", PY, ["-c", DAEMON])
             overseer_sync.run(finished)
         """,
         "-n",

@@ -360,3 +360,20 @@ async def test_handle_signals_outside_main_thread_is_ignored() -> None:
     with trio.fail_after(T):
         result = await trio.to_thread.run_sync(trio.run, in_thread)
     assert result == 42
+
+
+async def test_trios_keyboard_interrupt_handler_counts_as_the_default() -> None:
+    # trio.run replaces Python's default SIGINT handler by its own (which
+    # raises KeyboardInterrupt): the application did not handle SIGINT, so
+    # the block may take it.  A handler the application opens is not.
+    from trio._core._run import GLOBAL_RUN_CONTEXT
+
+    from trio_overseer._overseer import _left_to_default
+
+    ki_handler = GLOBAL_RUN_CONTEXT.runner.ki_manager.handler
+    if ki_handler is None or signal.getsignal(signal.SIGINT) is not ki_handler:
+        pytest.skip("pytest runs with SIGINT not at its default (started in the background?)")
+    assert _left_to_default(signal.SIGINT) == (signal.SIGINT,)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM):
+        assert _left_to_default(signal.SIGINT, signal.SIGTERM) == ()
+    assert _left_to_default(signal.SIGINT) == (signal.SIGINT,)
