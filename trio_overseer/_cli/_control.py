@@ -18,10 +18,16 @@ ids, types (``web`` for ``web.1``, ``web.2``), groups (``GROUP:*``) or
 patterns (``web.*``), instead of ``"id"``; the answer then has ``"procs"``.
 
 Safety: the socket file is created mode 0600 and, on Linux, a peer of
-another uid is refused (SO_PEERCRED).  A request is read with a bounded
-buffer: a line longer than `MAX_REQUEST` bytes gets an error and the
-connection is closed.  Every connection is its own task and every send has
-a timeout, so a stuck client only ever holds up itself.
+another uid is refused (SO_PEERCRED); a socket file of another user is
+never used or replaced.  A request is read with a bounded buffer: a line
+longer than `MAX_REQUEST` bytes gets an error and the connection is closed.
+Any request, however malformed (nested 50,000 deep, no newline before EOF,
+odd values), gets exactly one answer and changes nothing it does not ask
+for.  Blank lines are skipped in bulk.  Every connection is its own task
+and every send has a timeout, so a stuck client only ever holds up itself;
+at `MAX_CLIENTS` connections, a new one evicts the connection that has
+waited longest on its client (for a request, or to take an answer), so
+idle connections never lock anyone out.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -62,9 +69,11 @@ logger = logging.getLogger("trio_overseer.cli")
 
 DEFAULT_SOCKET = ".trio-overseer.sock"
 MAX_REQUEST = 64 * 1024  # bytes in one request line
-MAX_CLIENTS = 64  # connections served at once; more are turned away
+MAX_CLIENTS = 64  # connections served at once; a new one evicts the longest waiting on its client
 SEND_TIMEOUT = 5.0  # seconds a client may take to accept one reply
 IDLE_TIMEOUT = 300.0  # seconds a connection may wait before sending a request
+_BACKLOG = 128  # connections waiting to be accepted: a flood of them must not refuse the owner
+_BLANK = re.compile(rb"\s*")  # blank lines and the spaces before a request
 _SHUTDOWN_GRACE = 1.0  # seconds for answers in flight when the instance ends
 
 
@@ -78,24 +87,34 @@ class RequestError(Exception):
 
 def parse_signal(value: object) -> int:
     """A signal given as a number or a name (``TERM``, ``SIGTERM``, ``usr1``)."""
+    limits = f"1 to {signal.NSIG - 1}"
     if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value)
-    elif isinstance(value, str):
-        name = value.strip().upper()
+        if not 0 < value < signal.NSIG:
+            raise RequestError(f"no signal number {_short(value)} ({limits})")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():  # not "²" or other Unicode digits
+            if len(text) > 3 or not 0 < int(text) < signal.NSIG:
+                raise RequestError(f"no signal number {_short(text)} ({limits})")
+            return int(text)
+        name = text.upper()
         name = name if name.startswith("SIG") else "SIG" + name
         try:
             return int(signal.Signals[name])
         except KeyError:
             raise RequestError(
-                f"unknown signal {value!r} (try TERM, HUP, USR1 or a number)"
+                f"unknown signal {_short(value)} (try TERM, HUP, USR1 or a number)"
             ) from None
-    else:
-        raise RequestError(f"a signal is a name or a number, got {value!r}")
-    if not 0 < number < signal.NSIG:
-        raise RequestError(f"no signal number {number} (1 to {signal.NSIG - 1})")
-    return number
+    raise RequestError(f"a signal is a name or a number, got {_short(value)}")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """`value` for an error message, shortened (a request may hold 64 KiB of it)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
+        return f"<a number of {len(str(value))} digits>"
+    text = value if isinstance(value, str) and value.isdigit() else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- the socket file ----------------------------------------------------------
@@ -122,6 +141,11 @@ def bind_control_socket(path: str) -> tuple[socket.socket, tuple[int, int]]:
                 f"{path} exists and is not a socket; remove it or choose another "
                 "path with --socket PATH"
             )
+        if info.st_uid != os.getuid():  # never talk to, nor replace, another user's socket
+            raise ControlSocketError(
+                f"control socket {path} belongs to another user (uid {info.st_uid}); "
+                "choose another path with --socket PATH"
+            )
         if _answers(path):
             raise ControlSocketError(
                 f"another trio-overseer is running with control socket {path}; "
@@ -130,8 +154,15 @@ def bind_control_socket(path: str) -> tuple[socket.socket, tuple[int, int]]:
         logger.warning(
             "replacing stale control socket %s (left by a run that ended abruptly)", path
         )
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ControlSocketError(
+                f"cannot replace the stale control socket {path}: {exc.strerror}; "
+                "remove it or choose another path with --socket PATH"
+            ) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         old_umask = os.umask(0o177)  # created 0600: never readable by others, not even briefly
@@ -140,7 +171,7 @@ def bind_control_socket(path: str) -> tuple[socket.socket, tuple[int, int]]:
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
-        sock.listen(16)
+        sock.listen(_BACKLOG)
         created = os.stat(path)
     except OSError as exc:
         sock.close()
@@ -192,6 +223,7 @@ class ControlServer:
         self._accepting = trio.CancelScope()
         self._connections: trio.Nursery | None = None
         self._handlers = 0
+        self._clients: set[_Client] = set()  # connections counted against MAX_CLIENTS
         self._idle = trio.Event()
         self._idle.set()
 
@@ -244,54 +276,73 @@ class ControlServer:
     async def _handle(self, stream: trio.SocketStream) -> None:
         self._handlers += 1
         self._idle = trio.Event() if self._handlers == 1 else self._idle
+        client = _Client(stream)
         try:
-            async with stream:
-                await self._converse(stream)
+            with client.scope:
+                async with client:
+                    await self._converse(client)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         finally:
+            self._clients.discard(client)
             self._handlers -= 1
             if not self._handlers:
                 self._idle.set()
 
-    async def _converse(self, stream: trio.SocketStream) -> None:
-        uid = _peer_uid(stream.socket)
+    def _make_room(self) -> bool:
+        """At `MAX_CLIENTS`, end the connection that has waited longest on its client.
+
+        False when every connection is busy with the instance (a stop, a
+        restart, a ``logs -f``): the new one is then turned away.
+        """
+        if len(self._clients) < MAX_CLIENTS:
+            return True
+        waiting = [c for c in self._clients if c.waiting_since is not None]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: c.waiting_since or 0.0)
+        self._clients.discard(oldest)
+        oldest.scope.cancel()
+        return True
+
+    async def _converse(self, client: _Client) -> None:
+        uid = _peer_uid(client.stream.socket)
         if uid is not None and uid != os.getuid():
             logger.warning("control socket: refused a connection from uid %d", uid)
-            await _send(stream, _error(f"permission denied: uid {uid} is not the owner"))
+            await _send(client, _error(f"permission denied: uid {uid} is not the owner"))
             return
-        if self._handlers > MAX_CLIENTS:
-            await _send(stream, _error(f"busy: more than {MAX_CLIENTS} clients connected"))
+        if not self._make_room():
+            await _send(client, _error(f"busy: {MAX_CLIENTS} clients are being served"))
             return
-        buffer = bytearray()
+        self._clients.add(client)
         while True:
             line: bytes | None = None
             with trio.move_on_after(IDLE_TIMEOUT):
-                line = await _read_line(stream, buffer)
+                line = await client.read_line()
             if line is None:  # end of input, or idle for too long
                 return
-            if not line.strip():
-                continue
             if len(line) > MAX_REQUEST:
                 await _send(
-                    stream, _error(f"request too long: the limit is {MAX_REQUEST} bytes per line")
+                    client, _error(f"request too long: the limit is {MAX_REQUEST} bytes per line")
                 )
                 return
-            if not await self._serve(stream, line):
+            if not await self._serve(client, line):
                 return
 
-    async def _serve(self, stream: trio.SocketStream, line: bytes) -> bool:
+    async def _serve(self, client: _Client, line: bytes) -> bool:
         """Answer one request; False when the connection should end."""
         try:
             request = json.loads(line)
-        except ValueError:
-            return await _send(stream, _error("malformed request: not a line of JSON"))
+        except ValueError:  # also: a number of more than 4300 digits
+            return await _send(client, _error("malformed request: not a line of JSON"))
+        except RecursionError:
+            return await _send(client, _error("malformed request: nested too deeply"))
         if not isinstance(request, dict):
             return await _send(
-                stream, _error('malformed request: expected a JSON object like {"cmd": "status"}')
+                client, _error('malformed request: expected a JSON object like {"cmd": "status"}')
             )
         command = request.get("cmd")
-        handlers: dict[str, Callable[[trio.SocketStream, dict[str, Any]], Awaitable[bool]]] = {
+        handlers: dict[str, Callable[[_Client, dict[str, Any]], Awaitable[bool]]] = {
             "status": self._status,
             "stop": self._stop,
             "restart": self._restart,
@@ -303,59 +354,63 @@ class ControlServer:
         handler = handlers.get(command) if isinstance(command, str) else None
         if handler is None:
             known = ", ".join(handlers)
-            return await _send(stream, _error(f"unknown command {command!r} (known: {known})"))
+            return await _send(
+                client, _error(f"unknown command {_short(command)} (known: {known})")
+            )
         try:
-            return await handler(stream, request)
+            return await handler(client, request)
         except RequestError as exc:
-            return await _send(stream, _error(str(exc)))
+            return await _send(client, _error(str(exc)))
         except UnknownProcError as exc:
-            return await _send(stream, _error(str(exc)))
+            return await _send(client, _error(str(exc)))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # the client went away while its request was served
         except Exception as exc:  # a bug: answer it, never take the instance down
             logger.exception("control socket: %s request failed", command)
-            return await _send(stream, _error(f"internal error: {exc!r}"))
+            return await _send(client, _error(f"internal error: {exc!r}"))
 
     @property
     def instance(self) -> Instance:
         assert self._instance is not None
         return self._instance
 
-    async def _status(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
-        return await _send(stream, {"ok": True, "procs": self.instance.rows()})
+    async def _status(self, client: _Client, request: dict[str, Any]) -> bool:
+        return await _send(client, {"ok": True, "procs": self.instance.rows()})
 
-    async def _stop(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+    async def _stop(self, client: _Client, request: dict[str, Any]) -> bool:
         if request.get("all") is True:
             infos = await self.instance.stop_all()
-            return await _send(stream, {"ok": True, "procs": infos})
+            return await _send(client, {"ok": True, "procs": infos})
         if "ids" in request:
             infos = await self.instance.stop_many(self._ids(request))
-            return await _send(stream, {"ok": True, "procs": infos})
+            return await _send(client, {"ok": True, "procs": infos})
         info = await self.instance.stop(_id(request))
-        return await _send(stream, {"ok": True, "proc": info})
+        return await _send(client, {"ok": True, "proc": info})
 
-    async def _restart(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+    async def _restart(self, client: _Client, request: dict[str, Any]) -> bool:
         if "ids" in request:
             infos = await self.instance.restart_many(self._ids(request))
-            return await _send(stream, {"ok": True, "procs": infos})
+            return await _send(client, {"ok": True, "procs": infos})
         info = await self.instance.restart(_id(request))
-        return await _send(stream, {"ok": True, "proc": info})
+        return await _send(client, {"ok": True, "proc": info})
 
-    async def _start(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+    async def _start(self, client: _Client, request: dict[str, Any]) -> bool:
         ids = self._ids(request) if "ids" in request else [_id(request)]
         infos = await self.instance.restart_many(ids, only_ended=True)
-        return await _send(stream, {"ok": True, "procs": infos})
+        return await _send(client, {"ok": True, "procs": infos})
 
-    async def _signal(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+    async def _signal(self, client: _Client, request: dict[str, Any]) -> bool:
         sig = parse_signal(request.get("signal"))
         name = signal.Signals(sig).name
         if "ids" in request:
             infos = self.instance.signal_many(self._ids(request), sig)
-            return await _send(stream, {"ok": True, "procs": infos, "signal": name})
+            return await _send(client, {"ok": True, "procs": infos, "signal": name})
         info = self.instance.send_signal(_id(request), sig)
-        return await _send(stream, {"ok": True, "proc": info, "signal": name})
+        return await _send(client, {"ok": True, "proc": info, "signal": name})
 
-    async def _reload(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+    async def _reload(self, client: _Client, request: dict[str, Any]) -> bool:
         answer = await self.instance.reload()
-        return await _send(stream, {"ok": True, **answer})
+        return await _send(client, {"ok": True, **answer})
 
     def _ids(self, request: dict[str, Any]) -> list[str]:
         """The ids that the request's ``"ids"`` address (see `Instance.resolve`)."""
@@ -368,7 +423,7 @@ class ControlServer:
             raise RequestError(f"'ids' must be a non-empty list of proc ids, got {names!r}")
         return self.instance.resolve(names)
 
-    async def _logs(self, stream: trio.SocketStream, request: dict[str, Any]) -> bool:
+    async def _logs(self, client: _Client, request: dict[str, Any]) -> bool:
         id = request.get("id")
         if id is not None:
             id = _id(request)
@@ -384,19 +439,19 @@ class ControlServer:
         recent = dispatcher.recent(id, count)
         follower = dispatcher.follow(id) if request.get("follow") is True else None
         try:
-            if not await _send_lines(stream, recent):
+            if not await _send_lines(client, recent):
                 return False
             if follower is not None:
                 async with follower.receive:
                     async for batch in follower.receive:
-                        if not await _send_lines(stream, (batch,)):
+                        if not await _send_lines(client, (batch,)):
                             return False
                 if follower.cut_off:
                     return await _send(
-                        stream, _error("log stream cut off: this client fell too far behind")
+                        client, _error("log stream cut off: this client fell too far behind")
                     )
-                return await _send(stream, {"ok": True, "end": "the instance has stopped"})
-            return await _send(stream, {"ok": True})
+                return await _send(client, {"ok": True, "end": "the instance has stopped"})
+            return await _send(client, {"ok": True})
         finally:
             if follower is not None:
                 dispatcher.unfollow(follower)
@@ -413,40 +468,79 @@ def _error(message: str) -> dict[str, Any]:
     return {"ok": False, "error": message}
 
 
-async def _read_line(stream: trio.SocketStream, buffer: bytearray) -> bytes | None:
-    """The next line (without its newline), at most MAX_REQUEST + 1 bytes of it.
-
-    A longer line is returned cut at MAX_REQUEST + 1 bytes: the caller refuses
-    it, and no more than that is ever buffered.  None at the end of input.
-    """
-    while True:
-        end = buffer.find(b"\n", 0, MAX_REQUEST + 1)
-        if end >= 0:
-            line = bytes(buffer[:end])
-            del buffer[: end + 1]
-            return line
-        if len(buffer) > MAX_REQUEST:
-            return bytes(buffer[: MAX_REQUEST + 1])
-        data = await stream.receive_some(MAX_REQUEST + 1 - len(buffer))
-        if not data:
-            return bytes(buffer) if buffer.strip() else None
-        buffer += data
-
-
-async def _send(stream: trio.SocketStream, message: dict[str, Any]) -> bool:
+async def _send(client: _Client, message: dict[str, Any]) -> bool:
     """Send one JSON line; False (and the client dropped) if it takes too long."""
-    return await _send_text(stream, json.dumps(message) + "\n")
+    return await _send_text(client, json.dumps(message) + "\n")
 
 
-async def _send_lines(stream: trio.SocketStream, batches: Iterable[LogBatch]) -> bool:
+async def _send_lines(client: _Client, batches: Iterable[LogBatch]) -> bool:
     text = "".join(map(log_json, batches))
-    return await _send_text(stream, text) if text else True
+    return await _send_text(client, text) if text else True
 
 
-async def _send_text(stream: trio.SocketStream, text: str) -> bool:
+async def _send_text(client: _Client, text: str) -> bool:
     with trio.move_on_after(SEND_TIMEOUT):
-        await stream.send_all(text.encode())
+        await client.send_all(text.encode())
         return True
     logger.warning("control socket: dropped a client that stopped reading")
-    await trio.aclose_forcefully(stream)
+    await trio.aclose_forcefully(client)
     return False
+
+
+class _Client(trio.abc.AsyncResource):
+    """One connection: its stream, its unread input, and whether it waits on the client."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.scope = trio.CancelScope()  # cancelled to evict it (see _make_room)
+        # When it began to wait on the client (for a request, or for it to
+        # take an answer); None while busy with the instance.
+        self.waiting_since: float | None = None
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def send_all(self, data: bytes) -> None:
+        self.waiting_since = trio.current_time()
+        try:
+            await self.stream.send_all(data)
+        finally:
+            self.waiting_since = None
+
+    async def read_line(self) -> bytes | None:
+        """The next request line (without its newline), at most MAX_REQUEST + 1 bytes of it.
+
+        Blank lines are skipped in bulk.  A longer line is returned cut at
+        MAX_REQUEST + 1 bytes: the caller refuses it, and no more than that is
+        ever buffered.  At the end of input, what is left is a last line
+        (once); then None.
+        """
+        buffer = self._buffer
+        while True:
+            blank = _BLANK.match(buffer).end()  # type: ignore[union-attr]  # always matches
+            if blank:
+                del buffer[:blank]
+            end = buffer.find(b"\n", 0, MAX_REQUEST + 1)
+            if end >= 0:
+                line = bytes(buffer[:end])
+                del buffer[: end + 1]
+                return line
+            if len(buffer) > MAX_REQUEST:
+                line = bytes(buffer[: MAX_REQUEST + 1])
+                buffer.clear()
+                return line
+            if self._eof:
+                rest = bytes(buffer)  # a request without its newline, answered once
+                buffer.clear()
+                return rest or None
+            self.waiting_since = trio.current_time()
+            try:
+                data = await self.stream.receive_some(MAX_REQUEST + 1 - len(buffer))
+            finally:
+                self.waiting_since = None
+            if data:
+                buffer += data
+            else:
+                self._eof = True

@@ -1,0 +1,212 @@
+"""The control socket under attack: any request gets one answer and changes nothing (issue 10).
+
+Items 2 (a deeply nested request), 3 (a request without a newline, then
+EOF), 10 (another uid's stale socket), 11 (odd signal values, a client gone
+mid-request) and 12 (idle connections, floods of blank lines).  The
+installed command runs in a temporary directory; the tests talk to its
+socket directly, as ``nc -U`` would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from cli_children import (
+    IGNORE_SIGTERM,
+    INSTALLED,
+    SLEEP_FOREVER,
+    T,
+    Tool,
+    ask,
+    request,
+    run_tool,
+    wait_for_socket,
+    write_yaml,
+)
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the tests watch processes through /proc"
+)
+
+SOCK = ".trio-overseer.sock"
+
+
+async def error_of(sock: Path, raw: bytes) -> str:
+    answers = await ask(sock, raw)
+    assert len(answers) == 1 and answers[0]["ok"] is False, answers
+    return str(answers[0]["error"])
+
+
+async def status(sock: Path) -> list[dict[str, Any]]:
+    reply = await request(sock, {"cmd": "status"})
+    assert reply["ok"], reply
+    return list(reply["procs"])
+
+
+def no_traceback(tool: Tool) -> None:
+    text = tool.err.text
+    assert "Traceback" not in text and "internal error" not in text, text
+
+
+async def test_deeply_nested_request_gets_an_error(tmp_path: Path) -> None:
+    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
+    sock = tmp_path / SOCK
+    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
+        await wait_for_socket(sock)
+        [before] = await status(sock)
+        for raw in (b"[" * 50000 + b"\n", b'{"cmd": ' * 7000 + b"\n"):
+            assert "malformed request" in await error_of(sock, raw)
+        [after] = await status(sock)
+        assert (after["state"], after["PID"]) == ("running", before["PID"])
+        await request(sock, {"cmd": "stop", "all": True})
+        assert await tool.wait() == 0
+    no_traceback(tool)
+
+
+async def test_request_without_newline_is_answered_once(tmp_path: Path) -> None:
+    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
+    sock = tmp_path / SOCK
+    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
+        await wait_for_socket(sock)
+        [before] = await status(sock)
+        with trio.fail_after(T):
+            stream = await trio.open_unix_socket(os.fspath(sock))
+            async with stream:
+                await stream.send_all(b'{"cmd": "restart", "id": "web"}')
+                await stream.send_eof()  # what `printf ... | nc -NU` does
+                received = b""
+                while data := await stream.receive_some():  # the server ends the connection
+                    received += data
+        answers = [json.loads(line) for line in received.splitlines()]
+        assert len(answers) == 1 and answers[0]["ok"], answers
+        new_pid = answers[0]["proc"]["PID"]
+        assert new_pid != before["PID"]
+        [after] = await status(sock)
+        assert (after["state"], after["PID"], after["restarts"]) == ("running", new_pid, 0)
+        await request(sock, {"cmd": "stop", "all": True})
+        assert await tool.wait() == 0
+    restarts = [line for line in tool.out.lines if "web" in line and "running (pid" in line]
+    assert len(restarts) == 2, tool.out.text  # the first run and one restart
+    no_traceback(tool)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"\\u00b2"', "unknown signal"),  # "²" is a digit to str.isdigit(), not to int()
+        ('"' + "1" * 5000 + '"', "no signal number"),
+        ("1" * 4000, "no signal number"),
+        ("1" * 5000, "malformed request"),  # more digits than json reads
+        ('"\\u0661"', "unknown signal"),  # an Arabic-Indic one
+    ],
+    ids=["superscript", "digits-string", "digits-number", "too-many-digits", "arabic-indic"],
+)
+async def test_odd_signal_values_get_clear_errors(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
+    sock = tmp_path / SOCK
+    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
+        await wait_for_socket(sock)
+        await tool.out.wait_for(r"web +\| ready")
+        raw = b'{"cmd": "signal", "id": "web", "signal": ' + value.encode() + b"}\n"
+        error = await error_of(sock, raw)
+        assert expected in error and len(error) < 300, error
+        [after] = await status(sock)
+        assert after["state"] == "running"
+        await request(sock, {"cmd": "stop", "all": True})
+        assert await tool.wait() == 0
+    no_traceback(tool)
+
+
+async def test_client_gone_while_its_stop_is_served(tmp_path: Path) -> None:
+    write_yaml(
+        tmp_path,
+        {"slow": {"cmd": IGNORE_SIGTERM, "stop_timeout": 0.5}, "web": {"cmd": SLEEP_FOREVER}},
+    )
+    sock = tmp_path / SOCK
+    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
+        await tool.out.wait_for(r"slow +\| ready")
+        for message in ({"cmd": "stop", "id": "slow"}, {"cmd": "restart", "id": "web"}):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+                gone.connect(os.fspath(sock))
+                gone.sendall(json.dumps(message).encode() + b"\n")
+            # Gone before the answer: the stop (or restart) still happens.
+        await tool.out.wait_for(r"slow +\| killed \(signal: SIGKILL\)|slow +\| stopped")
+        await tool.out.wait_for(r"web +\| running", timeout=T)
+        rows = {row["id"]: row for row in await status(sock)}
+        assert rows["slow"]["state"] in ("interrupted", "finished")
+        await request(sock, {"cmd": "stop", "all": True})
+        assert await tool.wait() == 0
+    no_traceback(tool)
+
+
+async def test_idle_connections_do_not_lock_the_owner_out(tmp_path: Path) -> None:
+    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
+    sock = tmp_path / SOCK
+    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
+        await wait_for_socket(sock)
+        silent = []
+        try:
+            for index in range(100):  # more than the server serves at once
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                silent.append(conn)
+                conn.connect(os.fspath(sock))
+                if index % 2:
+                    with contextlib.suppress(OSError):  # evicted already
+                        conn.sendall(b'{"cmd": "sta')  # half a request, then nothing
+            for _ in range(5):
+                assert (await status(sock))[0]["state"] == "running"
+        finally:
+            for conn in silent:
+                conn.close()
+        await request(sock, {"cmd": "stop", "all": True})
+        assert await tool.wait() == 0
+    no_traceback(tool)
+
+
+async def test_blank_lines_are_cheap(tmp_path: Path) -> None:
+    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
+    sock = tmp_path / SOCK
+    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
+        await wait_for_socket(sock)
+        # 8 MB of blank lines, then a request: was quadratic (minutes of CPU).
+        answers = await ask(sock, b"\n" * (8 << 20) + b'{"cmd": "status"}\n')
+        assert len(answers) == 1 and answers[0]["ok"], answers
+        await request(sock, {"cmd": "stop", "all": True})
+        assert await tool.wait() == 0
+    no_traceback(tool)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a socket of another uid")
+async def test_another_users_socket_is_never_taken(tmp_path: Path) -> None:
+    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
+    public = Path(tempfile.mkdtemp(prefix="trio-overseer-test-"))
+    try:
+        public.chmod(0o1777)  # sticky, as /tmp: only the owner may remove the file
+        path = public / "control.sock"
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(os.fspath(path))
+        stale.close()  # nobody listens: as after a crash
+        os.chown(path, 65534, 65534)
+        async with run_tool(tmp_path, "start", "--socket", os.fspath(path), tool=INSTALLED) as tool:
+            assert await tool.wait() == 2
+        assert tool.out.text == ""
+        assert f"control socket {path} belongs to another user (uid 65534)" in tool.err.text
+        no_traceback(tool)
+        info = os.lstat(path)
+        assert stat.S_ISSOCK(info.st_mode) and info.st_uid == 65534  # left alone
+    finally:
+        for child in public.iterdir():
+            child.unlink()
+        public.rmdir()
