@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_overseer._output import LineSplitter
+from trio_overseer._output import LineSplitter, _all_short
 
 
 def _lines_of(data: bytes) -> list[bytes]:
@@ -110,3 +110,16 @@ def test_exact_limit_followed_by_crlf_is_one_line() -> None:
 def test_limit_must_hold_a_character() -> None:
     with pytest.raises(ValueError, match="at least 4 bytes"):
         LineSplitter(3)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=80), min_size=1, max_size=40),
+    st.integers(min_value=4, max_value=40),
+)
+def test_the_long_line_check_never_misses_one(lengths: list[int], limit: int) -> None:
+    # _all_short() looks at a few blocks only; True must mean no line is too long.
+    data = b"\n".join(b"x" * n for n in lengths)
+    if _all_short(data, limit):
+        assert max(lengths) <= limit, (lengths, limit)
+    if max(lengths) < limit // 2:
+        assert _all_short(data, limit)  # and short lines take the fast path

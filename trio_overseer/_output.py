@@ -29,6 +29,21 @@ def _cut(data: bytes | bytearray | memoryview, limit: int) -> int:
     return pos
 
 
+def _all_short(data: bytes | bytearray, limit: int) -> bool:
+    """True when no line of `data` can be longer than `limit` bytes (False: maybe).
+
+    A line of more than `limit` bytes covers a whole aligned block of
+    ``limit // 2`` bytes without a newline; finding a newline in every such
+    block takes a few `find` calls per read instead of a look at every line.
+    """
+    step = limit // 2
+    find = data.find
+    for start in range(0, len(data) - step + 1, step):
+        if find(b"\n", start, start + step) < 0:
+            return False
+    return True
+
+
 def _decode(data: bytes | bytearray) -> str:
     return data.decode("utf-8", "replace")
 
@@ -77,7 +92,7 @@ class LineSplitter:
         limit = self._limit
         text = _decode(complete)
         lines = text.split("\n")
-        if len(complete) > limit:
+        if len(complete) > limit and not _all_short(complete, limit):
             # A line may be too long.  ASCII: characters are bytes.  Otherwise a
             # character holds at most 4 bytes, so only a long text needs bytes.
             longest = max(map(len, lines))

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-import attrs
-
 from ._records import LogBatch
 
 __all__ = ["LineTail", "last_lines"]
@@ -27,7 +25,7 @@ def last_lines(batches: Iterable[LogBatch], count: int) -> list[LogBatch]:
             break
         n = len(batch.lines)
         if n > need:
-            batch = attrs.evolve(batch, lines=batch.lines[n - need :])
+            batch = LogBatch(batch.id, batch.type, batch.ts, batch.lines[n - need :])
             n = need
         if n:
             kept.append(batch)
@@ -61,7 +59,7 @@ class LineTail:
         if n >= self.maxlen:
             batches.clear()
             if n > self.maxlen:  # keep only what can be shown
-                batch = attrs.evolve(batch, lines=batch.lines[n - self.maxlen :])
+                batch = LogBatch(batch.id, batch.type, batch.ts, batch.lines[n - self.maxlen :])
                 n = self.maxlen
             self._count = 0
         batches.append(batch)

@@ -203,13 +203,12 @@ class Printer:
         if not lines:
             return ""
         prefix = self._prefix(batch.id, batch.type, batch.ts)
+        # One f-string around one join: the text is copied once more, not twice.
         if self.json_lines:
-            sep = "}\n" + prefix
-            return prefix + sep.join(map(_json_str, lines)) + "}\n"
-        if len(lines) == 1:
-            return f"{prefix}{lines[0]}\n"
-        sep = "\n" + prefix
-        return prefix + sep.join(lines) + "\n"
+            body = ("}\n" + prefix).join(map(_json_str, lines))
+            return f"{prefix}{body}}}\n"
+        body = ("\n" + prefix).join(lines)
+        return f"{prefix}{body}\n"
 
     def state(self, info: ProcessInfo, ts: float) -> str:
         """A state change as a line ("" when not worth one), or as JSON."""
