@@ -73,16 +73,17 @@ class OutputGate:
     run ignores it.
     """
 
-    __slots__ = ("_open",)
+    __slots__ = ("_open", "_parent")
 
-    def __init__(self) -> None:
+    def __init__(self, parent: OutputGate | None = None) -> None:
         self._open = trio.Event()
         self._open.set()
+        self._parent = parent  # held too while the parent is held (one gate for all procs)
 
     @property
     def is_open(self) -> bool:
         """Whether pipes are read."""
-        return self._open.is_set()
+        return self._open.is_set() and (self._parent is None or self._parent.is_open)
 
     def hold(self) -> None:
         """Stop reading the pipes of live runs (sync, never blocks)."""
@@ -94,11 +95,15 @@ class OutputGate:
         self._open.set()
 
     async def wait_open(self) -> None:
-        """Until the gate is released.
+        """Until the gate (and its parent) is released.
 
         Cancellation: safe.
         """
-        await self._open.wait()
+        while not self.is_open:
+            if not self._open.is_set():
+                await self._open.wait()
+            elif self._parent is not None:
+                await self._parent.wait_open()
 
 
 StateHook = Callable[["Cmd"], None]

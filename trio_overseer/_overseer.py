@@ -91,6 +91,9 @@ class _Proc:
     restarts: int = 0
     restart_in: float | None = None
     tail: LineTail = attrs.field(factory=lambda: LineTail(_TAIL_LINES))
+    # Holds back the reading of this proc's pipes (and of all: its parent is
+    # the Overseer's gate); see Overseer._hold_output.
+    gate: OutputGate = attrs.field(factory=OutputGate)
 
 
 @attrs.define(eq=False)
@@ -287,6 +290,7 @@ class Overseer:
             readiness=readiness,
             retry_times=retry_times,
             cmdline=shlex.join([exec, *cmd.args]),
+            gate=OutputGate(self._gate),
         )
         rec.done.set()
         self._attach(rec, cmd)
@@ -377,7 +381,7 @@ class Overseer:
             lambda c, kind, lines: self._output(rec, kind, lines),
             self._token,
             self._scanner,
-            self._gate,
+            rec.gate,
         )
 
     def _state_changed(self, rec: _Proc, cmd: Cmd) -> None:
@@ -677,17 +681,21 @@ class Overseer:
         for id in list(self._procs):
             self.stop(id, kill=kill)
 
-    def _hold_output(self, held: bool) -> None:
+    def _hold_output(self, held: bool, id: str | None = None) -> None:
         """Flow control for a consumer of lines that fell behind (the CLI's stdout).
 
-        While held, running procs' pipes are not read: a proc blocks once its
-        pipe is full, as on a paused terminal.  Stops, signals and state
-        changes are not affected, and an ending run is still read to its end.
+        While held, the pipes of running procs (of proc `id` only, when given)
+        are not read: a proc blocks once its pipe is full, as on a paused
+        terminal.  Stops, signals and state changes are not affected, and an
+        ending run is still read to its end.
         """
+        gate = self._gate if id is None else getattr(self._procs.get(id), "gate", None)
+        if gate is None:  # a proc removed meanwhile
+            return
         if held:
-            self._gate.hold()
+            gate.hold()
         else:
-            self._gate.release()
+            gate.release()
 
     # -- subscribers ---------------------------------------------------------
 

@@ -12,14 +12,23 @@ with a `Writer`: non-blocking, everything or an error, so no line is lost or
 torn and the event loop never stalls.  Under load the backlog grows and is
 written in fewer, larger writes.
 
-A stuck stdout (a pipe nobody reads, a paused terminal) holds back the
-procs: once the backlog passes `_HIGH_WATER` characters the consumer asks
-the Overseer to stop reading the procs' pipes (``on_backlog(True)``), so
-they block when their pipes are full, while signals, the control socket,
-stops and restarts go on at once.  The writer lets them go again below
-`_LOW_WATER`.  Memory stays bounded: past the mark the backlog grows by at
-most what the pumps had already read (one read per pipe) and what ending
-runs drain (one pipe each).
+Every proc's output waits in a queue of its own (its state lines too, so
+that a run's lines still come before its final state), and each write takes
+a turn of each queue (about `_TURN` characters, at least one batch), the
+shortest queues first: a proc flooding stdout delays the state lines and
+the lines of the others by at most one of its batches, and a terminal stays
+responsive.
+
+A stuck or slow stdout (a pipe nobody reads, a paused terminal) holds back
+the procs that fill it: once a proc's queue passes `_PROC_HIGH_WATER`
+characters the consumer asks the Overseer to stop reading that proc's pipes
+(``on_backlog(True, id)``), so it blocks when its pipes are full, while the
+other procs, signals, the control socket, stops and restarts go on; below
+`_PROC_LOW_WATER` it is let go.  All procs are held while the whole backlog
+is past `_HIGH_WATER` (``on_backlog(True, None)``), until it is below
+`_LOW_WATER`.  Memory stays bounded: past a mark a queue grows by at most
+what the pumps had already read (one read per pipe) and what ending runs
+drain (one pipe each).
 
 Once the instance is ending on a signal (`give_up_after`), a stdout that
 takes no byte for that long is abandoned: what it could not take is dropped,
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,9 +54,22 @@ __all__ = ["TAIL_LINES", "Dispatcher", "Follower"]
 
 TAIL_LINES = 1000  # recent lines kept per proc for `logs`
 _FOLLOW_BUFFER = 1024  # batches a `logs -f` client may fall behind before it is cut off
-_MAX_WRITE = 1 << 20  # characters per write: bounds the first line's latency
-_HIGH_WATER = 1 << 20  # characters waiting for stdout before the procs are held back
-_LOW_WATER = 1 << 19  # ... and below which they are let go again
+_TURN = 1 << 16  # characters a proc's queue gives to a write (at least one batch)
+_PROC_HIGH_WATER = 1 << 18  # characters of one proc waiting before it is held back
+_PROC_LOW_WATER = 1 << 17  # ... and below which it is let go again
+_HIGH_WATER = 1 << 22  # characters waiting in all before every proc is held back
+_LOW_WATER = 1 << 21  # ... and below which they are let go again
+
+
+class _Queue:
+    """The rendered output of one proc, waiting for stdout."""
+
+    __slots__ = ("held", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: deque[str] = deque()
+        self.size = 0  # characters in parts
+        self.held = False  # its pipes are not read (on_backlog(True, id) was said)
 
 
 class Follower:
@@ -71,7 +94,7 @@ class Dispatcher:
         *,
         encoding: str = "utf-8",
         on_broken_output: Callable[[OSError], None] = _ignore,
-        on_backlog: Callable[[bool], None] = _ignore,
+        on_backlog: Callable[[bool, str | None], None] = _ignore,
         say: Callable[[str], None] = _ignore,
         tail_lines: int = TAIL_LINES,
     ) -> None:
@@ -83,10 +106,10 @@ class Dispatcher:
         self._tail_lines = tail_lines
         self._tails: dict[str, LineTail] = {}
         self._followers: set[Follower] = set()
-        # Output rendered but not yet written, and its size in characters.
-        self._backlog: list[str] = []
+        # Output rendered but not yet written, per proc, and its size in characters.
+        self._queues: dict[str, _Queue] = {}
         self._backlog_size = 0
-        self._held = False  # the procs are held back (on_backlog(True) was said)
+        self._held = False  # every proc is held back (on_backlog(True, None) was said)
         self._more = trio.Event()  # set when the backlog gains text or the input ends
         self._closed = False  # the input has ended: write what is left, then stop
         self._broken = False  # stdout failed or was abandoned: output is dropped
@@ -128,21 +151,25 @@ class Dispatcher:
                     except trio.EndOfChannel:
                         break
                     self._drained = trio.Event()
+                    grown: set[_Queue] = set()
                     while True:
                         part = self._handle(item)
                         if part and not self._broken:
-                            self._backlog.append(part)
+                            queue = self._queues.get(item.id)
+                            if queue is None:
+                                queue = self._queues[item.id] = _Queue()
+                            queue.parts.append(part)
+                            queue.size += len(part)
                             self._backlog_size += len(part)
+                            grown.add(queue)
                         try:
                             item = receive.receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
                     self._drained.set()
-                    if self._backlog:
+                    if grown:
                         self._more.set()
-                        if self._backlog_size > _HIGH_WATER and not self._held:
-                            self._held = True
-                            self._on_backlog(True)
+                        self._hold_back(grown)
         finally:
             self._closed = True
             self._more.set()
@@ -150,13 +177,13 @@ class Dispatcher:
     async def _write_all(self, out: Writer) -> None:
         """The writer task: write the backlog until the input has ended and all is out."""
         while True:
-            if not self._backlog:
+            if not self._backlog_size:
                 if self._closed or self._broken:
                     return
                 self._more = trio.Event()
                 await self._more.wait()
                 continue
-            text = self._take(_MAX_WRITE)
+            text = self._take()
             data = text.encode(self._encoding, "replace")
             with trio.CancelScope() as stall:
                 self._stall = stall
@@ -177,21 +204,41 @@ class Dispatcher:
                     f"dropped the last {dropped} characters of output"
                 )
                 return
-            if self._held and self._backlog_size < _LOW_WATER:
-                self._held = False
-                self._on_backlog(False)
+            self._let_go()
 
-    def _take(self, limit: int) -> str:
-        """Up to about `limit` characters from the front of the backlog."""
-        backlog = self._backlog
-        count = size = 0
-        while count < len(backlog) and size < limit:
-            size += len(backlog[count])
-            count += 1
-        text = "".join(backlog[:count])
-        del backlog[:count]
-        self._backlog_size -= size
-        return text
+    def _take(self) -> str:
+        """The next write: a turn of every queue, the shortest queues first."""
+        pieces: list[str] = []
+        for queue in sorted(self._queues.values(), key=lambda q: q.size):
+            parts = queue.parts
+            taken = 0
+            while parts and (not taken or taken + len(parts[0]) <= _TURN):
+                part = parts.popleft()
+                pieces.append(part)
+                taken += len(part)
+            queue.size -= taken
+            self._backlog_size -= taken
+        return pieces[0] if len(pieces) == 1 else "".join(pieces)
+
+    def _hold_back(self, grown: set[_Queue]) -> None:
+        """Hold back the procs whose output waits past the marks (after the queues grew)."""
+        for id, queue in self._queues.items():
+            if queue in grown and queue.size > _PROC_HIGH_WATER and not queue.held:
+                queue.held = True
+                self._on_backlog(True, id)
+        if self._backlog_size > _HIGH_WATER and not self._held:
+            self._held = True
+            self._on_backlog(True, None)
+
+    def _let_go(self) -> None:
+        """Let go of the procs whose output fell below the low marks (after a write)."""
+        if self._held and self._backlog_size < _LOW_WATER:
+            self._held = False
+            self._on_backlog(False, None)
+        for id, queue in self._queues.items():
+            if queue.held and queue.size < _PROC_LOW_WATER:
+                queue.held = False
+                self._on_backlog(False, id)
 
     def _progressed(self) -> None:
         """stdout took a part of a write: it is not stuck."""
@@ -200,11 +247,11 @@ class Dispatcher:
 
     def _stop_writing(self) -> None:
         self._broken = True
-        self._backlog.clear()
+        for queue in self._queues.values():
+            queue.parts.clear()
+            queue.size = 0
         self._backlog_size = 0
-        if self._held:
-            self._held = False
-            self._on_backlog(False)
+        self._let_go()
 
     def give_up_after(self, seconds: float) -> None:
         """From now on, abandon stdout once it takes no byte for `seconds`."""

@@ -355,9 +355,9 @@ class Instance:
                 self._say(f"cannot write to stdout ({exc.strerror or exc}): stopping every proc")
             self._stop_everything()
 
-    def _hold_output(self, held: bool) -> None:
+    def _hold_output(self, held: bool, id: str | None) -> None:
         if self._ovr is not None:
-            self._ovr._hold_output(held)
+            self._ovr._hold_output(held, id)
 
     def _say(self, message: str) -> None:
         self._messages.write(f"trio-overseer: {message}\n")
