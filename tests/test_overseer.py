@@ -952,6 +952,66 @@ async def test_batches_iterate_to_the_per_line_messages() -> None:
     assert [m.text for m in each if m.type == STDERR] == [f"err {i}" for i in range(508)]
 
 
+FLOOD = python(
+    """
+    import sys
+    line = "x" * 99 + "\\n"
+    while True:
+        sys.stdout.write(line * 100)
+    """
+)
+TICK = python(
+    """
+    import sys, time
+    for i in range(10**9):
+        print(i, flush=True)
+        time.sleep(0.005)
+    """
+)
+
+
+async def test_holding_one_procs_output_leaves_the_others_flowing() -> None:
+    counts = {"flood": 0, "tick": 0}
+    moved = trio.Event()
+
+    async def count(recv: trio.MemoryReceiveChannel[LogBatch]) -> None:
+        nonlocal moved
+        async for batch in recv:
+            counts[batch.id] += len(batch)
+            moved.set()
+
+    async def ticks(n: int) -> None:
+        """Until the ticker printed `n` more lines."""
+        nonlocal moved
+        want = counts["tick"] + n
+        while counts["tick"] < want:
+            moved = trio.Event()
+            await moved.wait()
+
+    send, recv = trio.open_memory_channel[LogBatch](math.inf)
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery, overseer() as ovr:
+            nursery.start_soon(count, recv)
+            ovr.watch_logs(send, batched=True)
+            ovr.add("flood", PY, FLOOD)
+            ovr.add("tick", PY, TICK)
+            await ovr.start("flood")
+            await ovr.start("tick")
+            while not counts["flood"]:  # flowing
+                moved = trio.Event()
+                await moved.wait()
+            ovr._hold_output(True, "flood")
+            await ticks(3)  # the flood's read in progress, if any, is done by now
+            held_at = counts["flood"]
+            await ticks(10)
+            assert counts["flood"] == held_at  # not read: blocked on its full pipe
+            ovr._hold_output(False, "flood")
+            while counts["flood"] == held_at:
+                moved = trio.Event()
+                await moved.wait()
+            ovr.stop_all()
+
+
 async def test_slow_log_subscriber_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
     n = 2000
     slow_send, slow_recv = trio.open_memory_channel[LogMsg](5)
