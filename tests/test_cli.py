@@ -539,7 +539,7 @@ async def test_bad_requests_get_errors_and_disturb_nothing(tmp_path: Path) -> No
         assert "expected a JSON object" in await error_of(b"[1, 2]\n")
         assert "unknown command 'nope'" in await error_of(b'{"cmd": "nope"}\n')
         assert "needs a proc id" in await error_of(b'{"cmd": "stop"}\n')
-        assert "name or a number" in await error_of(
+        assert "signal name or number" in await error_of(
             b'{"cmd": "signal", "id": "web", "signal": 1.5}\n'
         )
         assert "no proc 'zz'" in await error_of(b'{"cmd": "restart", "id": "zz"}\n')

@@ -428,7 +428,7 @@ def test_error_message_with_relative_path(tmp_path: Path, monkeypatch: pytest.Mo
         ("cmd: x\n  cwd: 5", "cwd", "expected a directory path"),
         ("cmd: x\n  group: 5", "group", "expected a string"),
         ("cmd: x\n  stop_signal: SIGBOGUS", "stop_signal", "unknown signal name 'SIGBOGUS'"),
-        ("cmd: x\n  stop_signal: 99999", "stop_signal", "unknown signal number 99999"),
+        ("cmd: x\n  stop_signal: 99999", "stop_signal", "no signal number 99999"),
         ("cmd: x\n  stop_signal: true", "stop_signal", "expected a signal name or number"),
         ("cmd: x\n  stop_signal: 2.0", "stop_signal", "expected a signal name or number"),
         ("cmd: x\n  stop_timeout: -1", "stop_timeout", "non-negative number of seconds"),

@@ -1,6 +1,7 @@
-"""Signals to a program that uses trio_overseer (handle_signals=True, main thread).
+"""Signals: their names and parsing (`_signals`), and signals to a program that
+uses trio_overseer (handle_signals=True, main thread).
 
-Each test writes a small program to ``tmp_path``, runs it as a subprocess,
+Each program test writes a small program to ``tmp_path``, runs it as a subprocess,
 waits until its children are ready (they print "ready" after installing their
 handlers; the program relays their logs and state changes on stdout), sends it
 signals, and checks how it ends and that none of its children survive.
@@ -27,8 +28,65 @@ from children import (
     Lines,
     pid_alive,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 import trio_overseer
+from trio_overseer._signals import describe_signal, parse_signal, signal_name
+
+# --- names and parsing -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["TERM", "SIGTERM", "term", " sigterm ", 15, "15", " 15 ", int(signal.SIGTERM)]
+)
+def test_parse_signal_reads_names_and_numbers(value: object) -> None:
+    assert parse_signal(value) == signal.SIGTERM
+    assert type(parse_signal(value)) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("NOPE", "unknown signal name 'NOPE'"),
+        ("", "unknown signal name ''"),
+        ("SIG", "unknown signal name 'SIG'"),
+        ("-15", "unknown signal name '-15'"),
+        ("²", "unknown signal name '²'"),
+        (0, "no signal number 0"),
+        (signal.NSIG, f"no signal number {signal.NSIG}"),
+        ("99999", "no signal number 99999"),
+        pytest.param("0" * 5000, "no signal number 000", id="5000-digits"),
+        pytest.param(
+            10**5000, "no signal number <a number of about 5001 digits>", id="huge-int"
+        ),
+        (None, "expected a signal name or number, got None"),
+        (1.5, "expected a signal name or number, got 1.5"),
+        (True, "expected a signal name or number, got True"),
+        ([15], "expected a signal name or number, got [15]"),
+    ],
+)
+def test_parse_signal_refuses_what_is_no_signal(value: object, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_signal(value)
+    assert str(caught.value).startswith(message)
+    assert len(str(caught.value)) < 200  # a 64 KiB value is not quoted whole
+
+
+@given(st.integers(1, signal.NSIG - 1))
+def test_signal_name_reads_back(sig: int) -> None:
+    assert parse_signal(signal_name(sig)) == sig
+    assert parse_signal(signal_name(sig).lower()) == sig
+    assert describe_signal(sig) in (signal_name(sig), f"signal {sig}")
+
+
+def test_signal_names() -> None:
+    assert signal_name(signal.SIGTERM) == "SIGTERM"
+    assert describe_signal(signal.SIGKILL) == "SIGKILL"
+    unnamed = next(n for n in range(1, signal.NSIG) if n not in set(signal.Signals))
+    assert signal_name(unnamed) == str(unnamed)
+    assert describe_signal(unnamed) == f"signal {unnamed}"
+
 
 T = 20
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ from typing import NoReturn
 import trio
 
 from ._overseer import Overseer, _in_main_thread, _left_to_default
-from ._spawn import signal_name
+from ._signals import describe_signal
 
 logger = logging.getLogger("trio_overseer")
 
@@ -111,12 +111,12 @@ async def _end_on_signals(
                 if not received:
                     received.append(sig)
                     logger.warning(
-                        "received %s: stopping every proc (again to kill)", signal_name(sig)
+                        "received %s: stopping every proc (again to kill)", describe_signal(sig)
                     )
                     ovr.stop_all()
                     nursery.start_soon(_cancel_when_idle, ovr, body)
                 else:
-                    logger.warning("received %s again: killing every proc", signal_name(sig))
+                    logger.warning("received %s again: killing every proc", describe_signal(sig))
                     ovr.stop_all(kill=True)
 
 

@@ -45,7 +45,8 @@ import trio
 from ._errors import CmdAlreadyStartedError
 from ._output import LineSplitter
 from ._records import STDERR, STDOUT, Status
-from ._spawn import ChildProcess, group_exists, signal_group, signal_name, spawn
+from ._signals import describe_signal, parse_signal
+from ._spawn import ChildProcess, group_exists, signal_group, spawn
 from ._state import FINAL_STATES, RUNNING_STATES, Event, State, StateMachine, exit_event
 from ._sweep import TAG_VAR, Scanner
 
@@ -173,8 +174,12 @@ def _to_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
 
 
 def _check_signal(_: Any, __: Any, sig: object) -> None:
-    if not isinstance(sig, int) or not 0 < sig < _signal.NSIG:
+    if not isinstance(sig, int) or isinstance(sig, bool):
         raise ValueError(f"stop_signal must be a signal number, got {sig!r}")
+    try:
+        parse_signal(sig)
+    except ValueError as exc:
+        raise ValueError(f"stop_signal: {exc}") from None
 
 
 def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -541,7 +546,7 @@ class Cmd:
                 "%r did not stop within %.3g s of %s; killing its process group",
                 self,
                 self.stop_timeout,
-                signal_name(self.stop_signal),
+                describe_signal(self.stop_signal),
             )
         self._kill_sent = True
         self._send(_signal.SIGKILL)
@@ -635,7 +640,7 @@ class Cmd:
             code = -_signal.SIGKILL
             self._error = f"process {proc.pid} could not be reaped"
         elif code < 0:
-            self._error = f"signal: {signal_name(-code)}"
+            self._error = f"signal: {describe_signal(-code)}"
         proc.close()
         self._exit = code
         self._stop_ts = time.time()

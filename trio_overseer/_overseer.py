@@ -43,7 +43,7 @@ from ._errors import OverseerError, ProcExistsError, ProcRunningError, UnknownPr
 from ._fanout import Fanout
 from ._ready import SILENT_HINT, Readiness, make_readiness, wait_ready
 from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs
-from ._spawn import signal_name
+from ._signals import describe_signal
 from ._state import FINAL_STATES, State
 from ._sweep import Scanner
 from ._tail import LineTail
@@ -608,7 +608,7 @@ class Overseer:
                 count += 1
                 logger.warning(
                     "received %s: %s every proc",
-                    signal_name(sig),
+                    describe_signal(sig),
                     "stopping" if count == 1 else "killing",
                 )
                 self.stop_all(kill=count > 1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -292,11 +291,3 @@ def _living_member(pgid: int) -> bool:
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return not os.path.isdir("/proc/self")
-
-
-def signal_name(sig: int) -> str:
-    """``SIGTERM`` for 15; a number for signals without a name."""
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"

@@ -48,6 +48,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .._signals import parse_signal, signal_name
 from ._procfile import join_continuations, parse_procfile, shell_argv
 
 __all__ = [
@@ -256,7 +257,7 @@ def describe(spec: ProcSpec, *, hide: Mapping[str, str] | None = None) -> str:
     if spec.group:
         extras.append(f"group={_quote(spec.group)}")
     if spec.stop_signal != signal.SIGTERM:
-        extras.append(f"stop_signal={_signal_name(spec.stop_signal)}")
+        extras.append(f"stop_signal={signal_name(spec.stop_signal)}")
     if spec.stop_timeout is not None:
         extras.append(f"stop_timeout={spec.stop_timeout:g}s")
     if spec.script is not None:
@@ -878,20 +879,10 @@ def _no_nul(value: str, what: str) -> str:
 
 def _parse_signal(value: object) -> int:
     """A signal given by name (``SIGINT``, ``INT``, any case) or number."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return int(signal.Signals(value))
-        except ValueError:
-            raise _Invalid(f"unknown signal number {_show(value)}") from None
-    if isinstance(value, str):
-        name = value.strip().upper()
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        member = signal.Signals.__members__.get(name)
-        if member is None:
-            raise _Invalid(f"unknown signal name {_show(value)} (e.g. 'SIGTERM' or 'INT')")
-        return int(member)
-    raise _Invalid(f"expected a signal name or number, got {_show(value)}")
+    try:
+        return parse_signal(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 # --------------------------------------------------------------------------
@@ -987,14 +978,6 @@ def _os_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
-
-
-def _signal_name(number: int) -> str:
-    """``SIGINT`` for 2, or the bare number if the platform has no name."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 def _quote(arg: str) -> str:

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import stat
 import struct
@@ -48,8 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .. import _signals
 from .._errors import UnknownProcError
 from .._records import LogBatch
+from .._text import shorten
 from ._printer import log_json
 
 if TYPE_CHECKING:
@@ -87,34 +88,10 @@ class RequestError(Exception):
 
 def parse_signal(value: object) -> int:
     """A signal given as a number or a name (``TERM``, ``SIGTERM``, ``usr1``)."""
-    limits = f"1 to {signal.NSIG - 1}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 < value < signal.NSIG:
-            raise RequestError(f"no signal number {_short(value)} ({limits})")
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isascii() and text.isdigit():  # not "²" or other Unicode digits
-            if len(text) > 3 or not 0 < int(text) < signal.NSIG:
-                raise RequestError(f"no signal number {_short(text)} ({limits})")
-            return int(text)
-        name = text.upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        try:
-            return int(signal.Signals[name])
-        except KeyError:
-            raise RequestError(
-                f"unknown signal {_short(value)} (try TERM, HUP, USR1 or a number)"
-            ) from None
-    raise RequestError(f"a signal is a name or a number, got {_short(value)}")
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """`value` for an error message, shortened (a request may hold 64 KiB of it)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
-        return f"<a number of {len(str(value))} digits>"
-    text = value if isinstance(value, str) and value.isdigit() else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    try:
+        return _signals.parse_signal(value)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
 
 
 # -- the socket file ----------------------------------------------------------
@@ -355,7 +332,7 @@ class ControlServer:
         if handler is None:
             known = ", ".join(handlers)
             return await _send(
-                client, _error(f"unknown command {_short(command)} (known: {known})")
+                client, _error(f"unknown command {shorten(command)} (known: {known})")
             )
         try:
             return await handler(client, request)
@@ -401,7 +378,7 @@ class ControlServer:
 
     async def _signal(self, client: _Client, request: dict[str, Any]) -> bool:
         sig = parse_signal(request.get("signal"))
-        name = signal.Signals(sig).name
+        name = _signals.signal_name(sig)
         if "ids" in request:
             infos = self.instance.signal_many(self._ids(request), sig)
             return await _send(client, {"ok": True, "procs": infos, "signal": name})

@@ -22,12 +22,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 
+from .._signals import signal_name
 from ._config import ProcSpec
 
 __all__ = ["FORMATS", "ExportFile", "app_name", "render"]
@@ -71,13 +71,6 @@ def render(
     if fmt == "supervisord":
         return [_supervisord(specs, app=app, user=user, log_dir=log_dir)]
     raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 def _seconds(value: float) -> str:
@@ -129,7 +122,7 @@ def _systemd(specs: Sequence[ProcSpec], *, app: str, user: str | None) -> list[E
             # The whole control group gets the stop signal, then SIGKILL: as
             # the Overseer signals the whole process group.
             "KillMode=control-group",
-            f"KillSignal={_signal_name(spec.stop_signal)}",
+            f"KillSignal={signal_name(spec.stop_signal)}",
             f"TimeoutStopSec={_seconds(stop_timeout)}",
             "SendSIGKILL=yes",
             f"Restart={'on-failure' if spec.retry else 'no'}",
@@ -195,7 +188,7 @@ def _supervisord(
             f"autorestart={'unexpected' if spec.retry else 'false'}",
             "exitcodes=0",
             f"startretries={spec.retry}",
-            f"stopsignal={_signal_name(spec.stop_signal).removeprefix('SIG')}",
+            f"stopsignal={signal_name(spec.stop_signal).removeprefix('SIG')}",
             f"stopwaitsecs={max(1, round(stop_timeout))}",
             # The whole process group gets the stop signal, and SIGKILL.
             "stopasgroup=true",

@@ -48,7 +48,7 @@ import trio
 from .._block import open_overseer
 from .._overseer import Overseer
 from .._records import ProcessInfo
-from .._spawn import signal_name
+from .._signals import describe_signal
 from .._state import State
 from ._config import ConfigError, ProcSpec
 from ._control import ControlServer, RequestError
@@ -332,9 +332,9 @@ class Instance:
             if not again:
                 self._ended_by = sig
             self._say(
-                f"{signal_name(sig)} received again: killing every proc"
+                f"{describe_signal(sig)} received again: killing every proc"
                 if again
-                else f"{signal_name(sig)} received: stopping every proc (Ctrl+C again to kill)"
+                else f"{describe_signal(sig)} received: stopping every proc (Ctrl+C again to kill)"
             )
             self._stop_everything(kill=again)
             # Ending on request: a stdout nobody reads must not keep us alive.
