@@ -6,8 +6,10 @@ inherits it (peers are given it in their config as well), so after the
 measurement a scan of ``/proc/*/environ`` finds any process that was left
 behind, whoever started it.
 
-This module imports nothing heavy (no trio, no trio_overseer), so that the
-memory benchmark's baseline process does not pay for the candidate's imports.
+This module imports nothing heavy (no trio, and of trio_overseer only the
+lazy package and its pure `_procfs`, which reads /proc for the library too),
+so that the memory benchmark's baseline process does not pay for the
+candidate's imports.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import sys
 import time
 from collections.abc import Iterable
 from typing import Any
+
+from trio_overseer import _procfs
 
 TAG_VAR = "TRIO_OVERSEER_BENCH_TAG"
 RESULT_MARK = "BENCH-RESULT "
@@ -44,70 +48,24 @@ def tagged_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-# -- /proc scanning -----------------------------------------------------------
-
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _read(path: str) -> bytes:
-    """The whole file, or b"" when it is gone (os.open: 5x cheaper than open())."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # gone, or not ours to read
-        return b""
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return b""
-    finally:
-        os.close(fd)
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, ppid) of `pid`, or None when it is gone."""
-    data = _read(f"/proc/{pid}/stat")
-    if not data:
-        return None
-    rest = data[data.rfind(b")") + 2 :].split()
-    return rest[0].decode(), int(rest[1])
+# -- /proc scanning (through the library's one reader of /proc) ---------------
 
 
 def tagged_pids(value: str, exclude: Iterable[int] = ()) -> list[int]:
     """Live (not zombie) processes whose environment holds the tag `value`."""
     if not value:
         return []
-    needle = f"{TAG_VAR}={value}\0".encode()
-    skip = {os.getpid(), *exclude}
-    found = []
-    for pid in _pids():
-        if pid in skip:
-            continue
-        if needle in _read(f"/proc/{pid}/environ"):
-            st = _stat(pid)
-            if st is not None and st[0] not in "ZX":
-                found.append(pid)
-    return found
+    found = _procfs.tagged(TAG_VAR, [value.encode()], exact=True, exclude=set(exclude))
+    return [pid for pid in found.get(value.encode(), []) if _procfs.alive(pid)]
 
 
 def my_zombies() -> list[int]:
     """Children of this process that exited and were never reaped."""
-    me = os.getpid()
-    out = []
-    for pid in _pids():
-        st = _stat(pid)
-        if st is not None and st[1] == me and st[0] == "Z":
-            out.append(pid)
-    return out
+    return _procfs.zombies_of(os.getpid())
 
 
 def describe(pid: int) -> str:
-    cmdline = _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").strip()
-    return f"{pid} ({cmdline.decode(errors='replace')[:80] or '?'})"
+    return _procfs.describe(pid, 80)
 
 
 def kill_all(pids: Iterable[int]) -> None:
@@ -121,7 +79,7 @@ def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
     left = list(pids)
     deadline = time.monotonic() + timeout
     while left:
-        left = [pid for pid in left if (st := _stat(pid)) is not None and st[0] not in "ZX"]
+        left = [pid for pid in left if _procfs.alive(pid)]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.01)
@@ -143,16 +101,13 @@ class SleeperCounter:
 
     def count(self) -> int:
         live = set()
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            pid = int(name)
+        for pid in _procfs.pids():
             if pid in self._found:
                 live.add(pid)
                 continue
-            if _read(f"/proc/{pid}/comm") != self._comm:
+            if _procfs.read(pid, "comm") != self._comm:
                 continue
-            if self._needle in _read(f"/proc/{pid}/environ"):
+            if self._needle in (_procfs.read(pid, "environ") or b""):
                 live.add(pid)
         self._found = live
         return len(live)
@@ -175,10 +130,7 @@ def children_cpu_seconds() -> float:
 
 def rss_kib() -> int:
     """Current resident set size (VmRSS) of this process, KiB."""
-    for line in _read("/proc/self/status").splitlines():
-        if line.startswith(b"VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return proc_rss_kib("self")
 
 
 def raise_nofile() -> None:
@@ -235,23 +187,18 @@ def log(msg: str) -> None:
 
 def helper_pids(skip_comm: bytes = b"sleep") -> list[int]:
     """Tagged live processes other than this one that are not the workload (`skip_comm`)."""
-    return [p for p in tagged_pids(tag()) if _read(f"/proc/{p}/comm").strip() != skip_comm]
+    return [p for p in tagged_pids(tag()) if (_procfs.read(p, "comm") or b"").strip() != skip_comm]
 
 
 def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU of another process (clock-tick resolution), 0.0 if gone."""
-    data = _read(f"/proc/{pid}/stat")
-    if not data:
-        return 0.0
-    fields = data[data.rfind(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stat = _procfs.stat(pid)
+    return stat.cpu_ticks / os.sysconf("SC_CLK_TCK") if stat is not None else 0.0
 
 
-def proc_rss_kib(pid: int) -> int:
-    for line in _read(f"/proc/{pid}/status").splitlines():
-        if line.startswith(b"VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def proc_rss_kib(pid: int | str) -> int:
+    """The resident set size (VmRSS) of `pid` (or ``"self"``), KiB; 0 if gone."""
+    return int(_procfs.status_value(pid, "VmRSS") or 0)
 
 
 async def start_raw_sleeper(nursery: Any, seconds: str = "1000") -> Any:

@@ -37,7 +37,14 @@ import attrs
 import trio
 import trio.testing
 
-from trio_overseer import Overseer, ProcRunningError, State, UnknownProcError, open_overseer
+from trio_overseer import (
+    Overseer,
+    ProcRunningError,
+    State,
+    UnknownProcError,
+    _procfs,
+    open_overseer,
+)
 
 TAG_VAR = "TRIO_OVERSEER_SOAK_TAG"
 PY = sys.executable
@@ -103,11 +110,7 @@ def object_types() -> collections.Counter[str]:
 
 
 def rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return int(_procfs.status_value("self", "VmRSS") or 0)
 
 
 def tagged_live(tag: str) -> int:
@@ -117,30 +120,8 @@ def tagged_live(tag: str) -> int:
 
 def tagged_processes(tag: str) -> list[str]:
     """The live processes (not zombies) carrying this run's tag, described."""
-    needle = f"{TAG_VAR}={tag}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-            with open(f"/proc/{name}/stat") as f:
-                state = f.read().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and state not in ("Z", "X"):
-            found.append(f"pid {name}: {_cmdline(name)}")
-    return found
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "?"
-    return repr(raw[:100])
+    found = _procfs.tagged(TAG_VAR, [tag.encode()], exact=True).get(tag.encode(), [])
+    return [_procfs.describe(pid, 100) for pid in found if _procfs.alive(pid)]
 
 
 class CountingHandler(logging.Handler):

@@ -28,6 +28,8 @@ from collections.abc import Callable
 
 import trio
 
+from trio_overseer import _procfs
+
 PY = sys.executable
 #: -I: ignore PYTHON* variables and the user site; -S: no site import (faster
 #: start, the snippets only use the stdlib); -u: unbuffered stdout/stderr, so
@@ -312,63 +314,35 @@ def PRINT_THEN_SLEEP(*lines: str) -> list[str]:
 # --- watching processes from the test -------------------------------------------
 
 
+#: True while a pid runs; a zombie (dead, not yet reaped) counts as gone.
+pid_alive = _procfs.alive
+
+
 def proc_state(pid: int) -> str | None:
     """The one-letter state of ``pid`` from /proc, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rpartition(")")[2].split()[0]
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as gone."""
-    return proc_state(pid) not in (None, "Z", "X")
+    stat = _procfs.stat(pid)
+    return stat.state if stat is not None else None
 
 
 def describe(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        cmdline = "?"
-    return f"pid {pid} [{proc_state(pid)}]: {cmdline[:200]}"
+    return f"{_procfs.describe(pid, 200)} [{proc_state(pid)}]"
+
+
+def marked_pids(var: str, value: str, *, prefix: bool = False) -> list[int]:
+    """Live processes (not zombies) whose environment holds ``var=value``
+    (with `prefix`: ``var=value...``)."""
+    found = _procfs.tagged(var, [value.encode()], exact=not prefix).get(value.encode(), [])
+    return [pid for pid in found if _procfs.alive(pid)]
 
 
 def tagged_pids(tag: str) -> list[int]:
-    """Live processes (not zombies) whose environment carries ``tag``."""
-    needle = f"{TAG_VAR}={tag}".encode()
-    me = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and pid_alive(int(entry)):
-            found.append(int(entry))
-    return found
+    """Live processes (not zombies) whose environment carries the test tag ``tag``."""
+    return marked_pids(TAG_VAR, tag)
 
 
 def my_zombies() -> list[int]:
     """Children of this process that have exited but were never reaped."""
-    me = str(os.getpid())
-    zombies = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[0] == "Z" and fields[1] == me:
-            zombies.append(int(entry))
-    return zombies
+    return _procfs.zombies_of(os.getpid())
 
 
 def kill_quietly(pid: int) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import children
 import trio
 import yaml
+from children import pid_alive as pid_alive  # re-exported for the CLI tests
 
 PY = sys.executable
 TOOL = [PY, "-m", "trio_overseer"]
@@ -88,16 +89,6 @@ def write_text(directory: Path, name: str, text: str) -> Path:
 
 
 # --- processes -------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def pids_in(lines: list[str]) -> list[int]:

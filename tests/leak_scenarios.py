@@ -21,6 +21,8 @@ import sys
 import time
 import uuid
 
+import children
+
 #: The children: what each one does, and how many processes it makes.
 KINDS: dict[str, tuple[str, int]] = {
     "sleeper": ("import time; time.sleep(600)", 1),
@@ -76,15 +78,9 @@ EXPECTED = sum(n for _, n in KINDS.values())
 
 
 def marked() -> int:
-    count = 0
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if f"LEAK_MARK={MARK}:".encode() in f.read():
-                    count += 1
-        except OSError:
-            pass
-    return count
+    from trio_overseer import _procfs
+
+    return len(_procfs.tagged("LEAK_MARK", [f"{MARK}:".encode()]).get(f"{MARK}:".encode(), []))
 
 
 async def all_up() -> None:
@@ -143,22 +139,7 @@ except (RuntimeError, KeyboardInterrupt):
 
 def marked_alive(mark: str) -> list[int]:
     """Living (not zombie) processes carrying `mark`."""
-    pids = []
-    needle = f"LEAK_MARK={mark}:".encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if needle not in f.read():
-                    continue
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if stat[stat.rfind(b")") + 2 :][:1] != b"Z":
-            pids.append(int(name))
-    return pids
+    return children.marked_pids("LEAK_MARK", f"{mark}:", prefix=True)
 
 
 def survivors_after(mark: str, grace: float) -> list[int]:

@@ -57,9 +57,7 @@ def test_parse_signal_reads_names_and_numbers(value: object) -> None:
         (signal.NSIG, f"no signal number {signal.NSIG}"),
         ("99999", "no signal number 99999"),
         pytest.param("0" * 5000, "no signal number 000", id="5000-digits"),
-        pytest.param(
-            10**5000, "no signal number <a number of about 5001 digits>", id="huge-int"
-        ),
+        pytest.param(10**5000, "no signal number <a number of about 5001 digits>", id="huge-int"),
         (None, "expected a signal name or number, got None"),
         (1.5, "expected a signal name or number, got 1.5"),
         (True, "expected a signal name or number, got True"),

@@ -9,11 +9,15 @@ signal) must end with, so that a test can check any run it did not disturb.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
 import attrs
-from children import EXIT_0, EXIT_1, IGNORE_SIGTERM, KILL_SELF, PY, pid_alive, python
+import children
+from children import EXIT_0, EXIT_1, IGNORE_SIGTERM, KILL_SELF, PY, python
+
+from trio_overseer import _procfs
 
 #: An executable that does not exist: every start is `fatal`.
 NO_SUCH_EXE = "/nonexistent/trio-overseer-zoo/no-such-program"
@@ -198,34 +202,16 @@ MARK_VAR = "TRIO_OVERSEER_ZOO_MARK"
 
 def marked_pids(mark: str) -> list[int]:
     """Live processes (not zombies) whose environment holds ``MARK_VAR=mark``."""
-    needle = f"{MARK_VAR}={mark}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and pid_alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return children.marked_pids(MARK_VAR, mark)
 
 
 def tasks_of_user(uid: int) -> int:
     """How many tasks (threads included) run with real uid `uid`: what RLIMIT_NPROC counts."""
     count = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                real = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
-            if real == uid:
-                count += len(os.listdir(f"/proc/{entry}/task"))
-        except (OSError, StopIteration):
-            continue
+    for pid in _procfs.pids():
+        if _procfs.status_value(pid, "Uid") == str(uid):
+            with contextlib.suppress(OSError):
+                count += len(os.listdir(f"{_procfs.PROC}/{pid}/task"))
     return count
 
 

@@ -23,7 +23,7 @@ from functools import partial
 
 import trio
 
-from . import _posix_spawn
+from . import _posix_spawn, _procfs
 
 _HAS_PIDFD = hasattr(os, "pidfd_open")
 _HAS_KQUEUE = hasattr(select, "kqueue")
@@ -269,25 +269,4 @@ def group_exists(pgid: int) -> bool:
             break
     if not signal_group(pgid, 0):
         return False
-    return _living_member(pgid)
-
-
-def _living_member(pgid: int) -> bool:
-    """Whether /proc shows a member of `pgid` that is not a zombie (True without /proc)."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return True
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return not os.path.isdir("/proc/self")
+    return _procfs.has_living_member(pgid)

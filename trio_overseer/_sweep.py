@@ -23,45 +23,13 @@ from collections.abc import Callable
 
 import trio
 
+from . import _procfs
+
 TAG_VAR = "TRIO_OVERSEER_TAG"
-_PROC = "/proc"
 _KILL_WAIT = 5.0
 _ROUNDS = 5  # rescans: an escaped process may fork while it is being ended
 
 logger = logging.getLogger("trio_overseer")
-
-
-def scan(prefixes: set[bytes]) -> dict[bytes, list[int]]:
-    """The pids whose environment holds a tag starting with one of `prefixes`."""
-    found: dict[bytes, list[int]] = {}
-    try:
-        names = os.listdir(_PROC)
-    except OSError:
-        return found
-    me = os.getpid()
-    needles = [(p, b"\0" + TAG_VAR.encode() + b"=" + p) for p in prefixes]
-    for name in names:
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"{_PROC}/{name}/environ", "rb") as f:
-                environ = b"\0" + f.read()
-        except OSError:
-            continue
-        for prefix, needle in needles:
-            if needle in environ:
-                found.setdefault(prefix, []).append(int(name))
-    return found
-
-
-def scan_one(pid: int, prefix: bytes) -> bool:
-    """Whether process `pid` still carries a tag starting with `prefix`."""
-    try:
-        with open(f"{_PROC}/{pid}/environ", "rb") as f:
-            environ = b"\0" + f.read()
-    except OSError:
-        return False
-    return b"\0" + TAG_VAR.encode() + b"=" + prefix in environ
 
 
 class Scanner:
@@ -89,7 +57,7 @@ class Scanner:
             await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._batch = None
-            results.update(scan(prefixes))
+            results.update(_procfs.tagged(TAG_VAR, prefixes))
             done.set()
         return results.get(prefix, [])
 
@@ -122,7 +90,7 @@ async def _end(pids: list[int], prefix: bytes, sig: int, timeout: float) -> None
             fd = os.pidfd_open(pid)
         except OSError:
             continue  # already gone
-        if scan_one(pid, prefix):  # the pidfd pins the process we checked
+        if _procfs.carries(pid, TAG_VAR, prefix):  # the pidfd pins the process we checked
             fds.append(fd)
         else:
             os.close(fd)

@@ -45,13 +45,14 @@ import attrs
 import pytest
 import trio
 
+from . import _procfs
 from ._block import open_overseer
 from ._errors import ProcRunningError, UnknownProcError
 from ._overseer import Overseer
 from ._ready import format_lines
 from ._records import LogBatch, LogMsg, ProcessInfo
 from ._state import FINAL_STATES, State
-from ._sweep import TAG_VAR, scan
+from ._sweep import TAG_VAR
 from ._tail import LineTail
 
 _T = TypeVar("_T")
@@ -161,7 +162,7 @@ class _Watcher:
         self.note_tags()
         for pid in pids:
             if pid not in self.swept:
-                self.swept[pid] = f"{_describe(pid)} of {self._owner(pid)}"
+                self.swept[pid] = f"{_procfs.describe(pid)} of {self._owner(pid)}"
 
     async def _follow_logs(self, logs: trio.MemoryReceiveChannel[LogBatch]) -> None:
         async for batch in logs:
@@ -198,8 +199,8 @@ class _Watcher:
         token = getattr(self.ovr, "_token", "")
         if token:
             prefix = f"{token}.".encode()
-            for pid in scan({prefix}).get(prefix, []):
-                if _state(pid) not in (None, "Z", "X"):
+            for pid in _procfs.tagged(TAG_VAR, [prefix]).get(prefix, []):
+                if _procfs.alive(pid):
                     found[pid] = self._owner(pid)
         for leader, id in self.pids.items():
             for pid in _group_members(leader):
@@ -212,11 +213,11 @@ class _Watcher:
         return {
             pid: f"proc {id!r}"
             for pid, id in self.pids.items()
-            if _state(pid) == "Z" and _parent(pid) == me
+            if (stat := _procfs.stat(pid)) and stat.state == "Z" and stat.ppid == me
         }
 
     def _owner(self, pid: int) -> str:
-        tag = _tag_of(pid)
+        tag = _procfs.environ_value(pid, TAG_VAR)
         id = self.tags.get(tag) if tag else None
         return f"proc {id!r}" if id is not None else "a proc"
 
@@ -228,64 +229,13 @@ class _Watcher:
         ]
 
 
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _stat(pid: int) -> list[str]:
-    data = _read(f"/proc/{pid}/stat")
-    return data.rpartition(b")")[2].decode().split() if data else []
-
-
-def _state(pid: int) -> str | None:
-    """The one-letter state of `pid` ("Z": zombie), or None if gone (or no /proc)."""
-    fields = _stat(pid)
-    return fields[0] if fields else None
-
-
-def _parent(pid: int) -> int | None:
-    fields = _stat(pid)
-    return int(fields[1]) if fields else None
-
-
-def _tag_of(pid: int) -> str | None:
-    environ = _read(f"/proc/{pid}/environ") or b""
-    for entry in environ.split(b"\0"):
-        name, _, value = entry.partition(b"=")
-        if name == TAG_VAR.encode():
-            return value.decode(errors="replace")
-    return None
-
-
 def _group_members(pgid: int) -> list[int]:
     """The live processes of process group `pgid` (the group itself without /proc)."""
     try:
         os.killpg(pgid, 0)
     except OSError:  # no such group, or not ours (the pid was reused)
         return []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return [pgid]
-    members = []
-    for name in names:
-        if name.isdigit():
-            fields = _stat(int(name))
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                members.append(int(name))
-    return members
-
-
-def _describe(pid: int) -> str:
-    cmdline = (_read(f"/proc/{pid}/cmdline") or b"").replace(b"\0", b" ").strip()
-    text = cmdline.decode(errors="replace")
-    if len(text) > 120:
-        text = text[:117] + "..."
-    return f"pid {pid} ({text or '?'})"
+    return _procfs.group_members(pgid) if _procfs.available() else [pgid]
 
 
 def _kill(pid: int) -> None:
@@ -305,13 +255,14 @@ async def _checked(
     await watcher.stop_and_settle()
     await close()  # the Overseer's last sweep ends what escaped (and tells the watcher)
     survived = {
-        pid: f"{_describe(pid)} of {who}: survived the overseer's cleanup"
+        pid: f"{_procfs.describe(pid)} of {who}: survived the overseer's cleanup"
         for pid, who in watcher.leftovers().items()
     }
-    tags = {pid: _tag_of(pid) for pid in survived}
+    tags = {pid: _procfs.environ_value(pid, TAG_VAR) for pid in survived}
     zombies = watcher.zombies()
     for pid in survived:
-        if _tag_of(pid) == tags.get(pid):  # still the process found (not a reused pid)
+        # Still the process found (not a reused pid)?
+        if _procfs.environ_value(pid, TAG_VAR) == tags.get(pid):
             _kill(pid)
     for pid in zombies:
         _reap(pid)
