@@ -451,12 +451,9 @@ class Cmd:
         capture = self.buffered or self.streaming or self._on_output is not None
         self._spawning = True
         try:
-            # Shielded: a spawn queued for a thread ends within milliseconds,
-            # and a cancellation then stops the child like any other.
-            with trio.CancelScope(shield=True):
-                proc, out, err = await spawn(
-                    [self.name, *self.args], cwd=self.dir, env=self._child_env(), capture=capture
-                )
+            proc, out, err = await spawn(
+                [self.name, *self.args], cwd=self.dir, env=self._child_env(), capture=capture
+            )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self._error = self._spawn_error(exc)
             self._stop_ts = time.time()

@@ -170,10 +170,10 @@ async def spawn(
     that spawns overlap each other and the loop goes on; otherwise it runs
     inline, cheaper than a thread hop.
 
-    Cancellation: not cancellable once a thread runs it (it ends within
-    milliseconds, and the caller then owns the child); while it queues for
-    a thread, cancellation raises `trio.Cancelled` and nothing was started.
-    A checkpoint only when it used a thread.
+    Cancellation: shielded (it ends within milliseconds, even queued for a
+    thread, and the caller then owns the child, which a cancellation at its
+    next checkpoint stops like any other).  A checkpoint only when it used a
+    thread.
 
     Raises:
       OSError: the OS refused (missing file, not executable, bad cwd, no fds
@@ -184,7 +184,12 @@ async def spawn(
     busy = spawns.live or trio.lowlevel.current_statistics().tasks_runnable
     if _POSIX_SPAWN is not None and busy:
         try:
-            child, out_r, err_r = await trio.to_thread.run_sync(start, limiter=spawns.limiter)
+            # Shielded: queued for a thread, it still ends within milliseconds,
+            # and a cancellation then stops the child like any other.
+            with trio.CancelScope(shield=True):
+                child, out_r, err_r = await trio.to_thread.run_sync(
+                    start, limiter=spawns.limiter
+                )
         except RuntimeError as exc:
             if "can't start new thread" not in str(exc):
                 raise
