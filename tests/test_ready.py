@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import time
@@ -538,3 +539,71 @@ def test_readiness_is_false_without_probes() -> None:
     assert not none
     assert make_readiness("p", line="x", port=None, url=None, path=None, check=None, timeout=1)
     assert make_readiness("p", line=None, port=8080, url=None, path=None, check=None, timeout=1)
+
+
+# --- judged on everything the proc did before it ended (issue 10, item 9) ------------------
+
+
+async def start_frozen(ovr: Overseer, id: str) -> Any:
+    """`start(id)`, with the event loop frozen from the moment the proc runs until it exited.
+
+    A machine under load does this: the proc's last lines, its end and the
+    readiness probes are all seen in one go.  The freeze is a blocking
+    ``waitid(WNOWAIT)`` (it does not reap) on purpose.
+    """
+    result: list[Any] = []
+
+    async def freeze() -> None:
+        info = await ovr.wait_for_state(id, State.RUNNING, timeout=T)
+        os.waitid(os.P_PID, info.pid, os.WEXITED | os.WNOWAIT)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(freeze)
+        with trio.fail_after(T):
+            result.append(await ovr.start(id))
+    return result[0]
+
+
+@pytest.mark.parametrize("more", [0, 500])
+async def test_ready_line_just_before_the_exit_counts(more: int) -> None:
+    code = f"print('ready'); [print('more', i) for i in range({more})]"
+    async with overseer() as ovr:
+        for attempt in range(5):
+            id = f"p{attempt}"
+            ovr.add(id, PY, python(code), ready_line="^ready$", ready_timeout=T)
+            info = await start_frozen(ovr, id)
+            assert (info.state, info.exit_code) == (State.FINISHED, 0)
+
+
+async def test_ready_path_created_just_before_the_exit_counts(tmp_path: Path) -> None:
+    async with overseer() as ovr:
+        for attempt in range(5):
+            id, path = f"p{attempt}", tmp_path / f"flag{attempt}"
+            ovr.add(id, PY, python(f"open({str(path)!r}, 'w').close()"), ready_path=path)
+            info = await start_frozen(ovr, id)
+            assert (info.state, info.exit_code) == (State.FINISHED, 0)
+
+
+async def test_ended_supervision_is_judged_on_all_its_lines() -> None:
+    # wait_ready called once the supervision is over: the ready line is far
+    # behind (more than the 200 lines kept), and it still counts.
+    code = "print('ready'); [print('more', i) for i in range(500)]"
+    async with overseer() as ovr:
+        ovr.add("p", PY, python(code), ready_line="^ready$")
+        ovr.add("q", PY, python(code), ready_line="^never$")
+        with trio.fail_after(T):
+            assert await ovr.supervise("p") == 0  # supervise() waits for no readiness
+            assert await ovr.supervise("q") == 0
+            await wait_ready(ovr, "p", ovr._procs["p"].readiness)
+            with pytest.raises(NotReadyError, match="'q' ended before it was ready"):
+                await wait_ready(ovr, "q", ovr._procs["q"].readiness)
+
+
+async def test_fresh_results_after_the_end(tmp_path: Path) -> None:
+    # The path never appears: the message says so from a look taken after the end.
+    path = tmp_path / "never"
+    async with overseer() as ovr:
+        ovr.add("p", PY, python("pass"), ready_path=path)
+        with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
+            await ovr.start("p")
+    assert f"path {path} (it does not exist)" in str(caught.value)

@@ -94,6 +94,9 @@ class _Proc:
     # Holds back the reading of this proc's pipes (and of all: its parent is
     # the Overseer's gate); see Overseer._hold_output.
     gate: OutputGate = attrs.field(factory=OutputGate)
+    # The run (Cmd) that printed a line matching readiness.line, if the
+    # latest did: judged on every line, not only on the tail (see _ready).
+    ready_seen: Cmd | None = None
 
 
 @attrs.define(eq=False)
@@ -436,6 +439,11 @@ class Overseer:
         """
         batch = LogBatch(rec.id, kind, time.time(), lines)
         rec.tail.add(batch)
+        ready_line = rec.readiness.line
+        if ready_line is not None and rec.ready_seen is not rec.cmd:
+            search = ready_line.search
+            if any(search(line) for line in lines):
+                rec.ready_seen = rec.cmd
         if self._logs:
             self._logs.publish_batch(batch, lambda: log_msgs(batch))
         out_log = _out_logger(rec)

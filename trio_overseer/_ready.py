@@ -11,9 +11,18 @@ have no event to wait on, so they are polled with exponential backoff from
 10 ms to 200 ms.
 
 A run that ends while a restart follows (``retry_times``) does not end the
-wait: the next run may still become ready.  Probes that hold while no run
-is RUNNING (a ready line of the run that just crashed, a stale file) do not
-count: the wait goes on with the next run.
+wait: the next run may still become ready.  The proc is ready when every
+probe held for one and the same run while it was up: each probe notes the
+run it held for (the line probe: the run that printed the line, see
+``_Proc.ready_seen``, which the Overseer sets on every line).  Probes that
+held for different runs, or while no run was up (a stale file before a
+restart), do not count: the wait goes on with the next run.
+
+When the supervision ends, the last run is judged once more, on what it did
+rather than on when we looked (under load its last lines, its end and the
+probes are all seen together): a ready line it printed counts, however late
+it was seen, and each polled probe that did not hold for it gets one fresh
+try.  Ready then, `start()` returns the ended proc's info.
 
 When the proc is not ready (`NotReadyError`), and when the wait is
 cancelled, the proc is stopped: `start()` never leaves a half-ready proc
@@ -40,7 +49,7 @@ from ._records import STDOUT, LogBatch
 from ._state import FINAL_STATES, State
 
 if TYPE_CHECKING:
-    from ._overseer import Overseer
+    from ._overseer import Overseer, _Proc
     from ._tail import LineTail
 
 _POLL_MIN, _POLL_MAX = 0.01, 0.2  # backoff of the polled probes (no event exists)
@@ -166,6 +175,11 @@ class _Probe:
     held: bool = False
     seen: str = ""  # why it did not hold at the last try
     line: bool = attrs.field(default=False, kw_only=True)  # waits for a line of output
+    # A polled probe's single try (None: holds); None for the line probe.
+    attempt: Callable[[], Awaitable[str | None]] | None = attrs.field(default=None, kw_only=True)
+    # When it held: for which run (Cmd), and whether that run was still live.
+    run: object = attrs.field(default=None, kw_only=True)
+    live: bool = attrs.field(default=False, kw_only=True)
 
 
 async def _poll(probe: _Probe, attempt: Callable[[], Awaitable[str | None]]) -> None:
@@ -205,7 +219,7 @@ def _port_probe(host: str, port: int) -> _Probe:
         await stream.aclose()
         return None
 
-    return _Probe(f"TCP port {host}:{port}", lambda probe: _poll(probe, attempt))
+    return _Probe(f"TCP port {host}:{port}", lambda probe: _poll(probe, attempt), attempt=attempt)
 
 
 def _url_probe(url: str) -> _Probe:
@@ -241,7 +255,11 @@ def _url_probe(url: str) -> _Probe:
         status = int(found[1])
         return None if status < 500 else f"HTTP status {status}"
 
-    return _Probe(f"HTTP GET {url} answering below 500", lambda probe: _poll(probe, attempt))
+    return _Probe(
+        f"HTTP GET {url} answering below 500",
+        lambda probe: _poll(probe, attempt),
+        attempt=attempt,
+    )
 
 
 def _probe_ssl_context() -> ssl.SSLContext:
@@ -269,7 +287,7 @@ def _path_probe(path: str) -> _Probe:
     async def attempt() -> str | None:
         return None if os.path.exists(path) else "it does not exist"
 
-    return _Probe(f"path {path}", lambda probe: _poll(probe, attempt))
+    return _Probe(f"path {path}", lambda probe: _poll(probe, attempt), attempt=attempt)
 
 
 def _check_probe(check: Callable[[], Awaitable[bool]]) -> _Probe:
@@ -288,7 +306,7 @@ def _check_probe(check: Callable[[], Awaitable[bool]]) -> _Probe:
             return f"it raised {exc!r}"
         return None if result else f"it returned {result!r}"
 
-    return _Probe(f"ready_check {name}()", lambda probe: _poll(probe, attempt))
+    return _Probe(f"ready_check {name}()", lambda probe: _poll(probe, attempt), attempt=attempt)
 
 
 def _probes(ovr: Overseer, id: str, readiness: Readiness, dir: str | None) -> list[_Probe]:
@@ -328,15 +346,17 @@ async def wait_ready(ovr: Overseer, id: str, readiness: Readiness) -> None:
     try:
         ended = False
         with trio.move_on_after(readiness.timeout):
-            while not (ended := await _race([partial(_hold, p) for p in probes], done)):
-                if ovr.status(id).state is State.RUNNING:
+            while not (ended := await _race([partial(_hold, p, rec) for p in probes], done)):
+                if _one_live_run(probes):
                     return
-                # The probes held while no run is up (say, the ready line of a
-                # run that crashed, before its restart): probe the next run.
+                # The probes held for different runs, or while no run was up
+                # (a stale file before a restart): probe the next run.
                 if ended := await _race([partial(ovr.wait_for_state, id, State.RUNNING)], done):
                     break
                 for probe in probes:
                     probe.held = False
+            if await _held_at_end(rec, probes):
+                return
         error = NotReadyError(_message(ovr, id, readiness, probes, ended))
     except BaseException:
         ovr.stop(id)
@@ -370,9 +390,43 @@ async def _race(waits: list[Callable[[], Awaitable[object]]], done: trio.Event) 
     return ended
 
 
-async def _hold(probe: _Probe) -> None:
+async def _hold(probe: _Probe, rec: _Proc) -> None:
     await probe.wait(probe)
     probe.held = True
+    if probe.line:  # the run that printed it, while it ran
+        probe.run, probe.live = rec.ready_seen or rec.cmd, True
+    else:
+        probe.run, probe.live = rec.cmd, not rec.cmd.is_final_state()
+
+
+def _one_live_run(probes: list[_Probe]) -> bool:
+    """Whether every probe held during one and the same run, while it was up."""
+    return len({id(p.run) for p in probes}) == 1 and all(p.live for p in probes)
+
+
+async def _held_at_end(rec: _Proc, probes: list[_Probe]) -> bool:
+    """The supervision has ended: was its last run ready?
+
+    Judged on every line that run printed (a ready line just before the
+    exit counts, however late it was seen) and on a fresh try of each polled
+    probe that did not hold for it (a ready_path created just before the
+    exit counts; the message says what is seen now, not 200 ms ago).
+    """
+    last = rec.cmd
+    if last.state is State.FATAL or last.is_initial_state():
+        return False
+    ready = True
+    for probe in probes:
+        if probe.held and probe.live and probe.run is last:
+            continue
+        if probe.attempt is None:  # the line probe
+            probe.held = rec.ready_seen is last
+        else:
+            why = await probe.attempt()
+            probe.held = why is None
+            probe.seen = why or ""
+        ready = ready and probe.held
+    return ready
 
 
 def _message(
