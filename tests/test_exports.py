@@ -31,7 +31,7 @@ API_NAMES = [
     "__version__",
 ]
 #: Additions documented in docs/api.md ("Extensions beyond the contract").
-EXTENSION_NAMES = ["NotReadyError"]
+EXTENSION_NAMES = ["NotReadyError", "OverseerNotOpenError"]
 
 
 @pytest.mark.parametrize("name", API_NAMES)
@@ -61,7 +61,7 @@ def test_no_other_public_names() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in API_NAMES if isinstance(getattr(trio_overseer, n), type)]
+    "name", [n for n in API_NAMES + EXTENSION_NAMES if isinstance(getattr(trio_overseer, n), type)]
 )
 def test_public_classes_live_in_trio_overseer(name: str) -> None:
     assert getattr(trio_overseer, name).__module__ == "trio_overseer"
@@ -100,3 +100,7 @@ def test_error_tree() -> None:
     assert issubclass(t.ProcRunningError, RuntimeError)
     assert issubclass(t.CmdAlreadyStartedError, t.OverseerError)
     assert issubclass(t.CmdAlreadyStartedError, RuntimeError)
+    assert issubclass(t.OverseerNotOpenError, t.OverseerError)
+    assert issubclass(t.OverseerNotOpenError, RuntimeError)
+    assert issubclass(t.NotReadyError, t.OverseerError)
+    assert issubclass(t.NotReadyError, TimeoutError)

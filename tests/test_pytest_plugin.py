@@ -388,7 +388,7 @@ def test_session_procs(pytester: pytest.Pytester) -> None:
                 print(db.pid, cache.pid, file=f)
 
         def test_not_ready(overseer_session):
-            from trio_overseer._ready import NotReadyError
+            from trio_overseer import NotReadyError
             with pytest.raises(NotReadyError, match="'never' ended before it was ready"):
                 overseer_session.start("never", PY, ["-c", "pass"], ready_port=1)
             assert overseer_session.start("never", PY, SLEEP_FOREVER).pid  # id free again

@@ -13,8 +13,8 @@ import pytest
 import trio
 from children import PRINT_THEN_SLEEP, PY, SLEEP_FOREVER, python
 
-from trio_overseer import Overseer, OverseerError, State, open_overseer
-from trio_overseer._ready import NotReadyError, make_readiness, wait_ready
+from trio_overseer import NotReadyError, Overseer, OverseerError, State, open_overseer
+from trio_overseer._ready import make_readiness, wait_ready
 
 T = 20  # guard for anything awaited on real processes; never a sync point
 FINAL = (State.FINISHED, State.INTERRUPTED, State.FATAL)

@@ -18,12 +18,13 @@ if _typing.TYPE_CHECKING:
     from ._block import open_overseer as open_overseer
     from ._cmd import Cmd as Cmd
     from ._errors import CmdAlreadyStartedError as CmdAlreadyStartedError
+    from ._errors import NotReadyError as NotReadyError
     from ._errors import OverseerError as OverseerError
+    from ._errors import OverseerNotOpenError as OverseerNotOpenError
     from ._errors import ProcExistsError as ProcExistsError
     from ._errors import ProcRunningError as ProcRunningError
     from ._errors import UnknownProcError as UnknownProcError
     from ._overseer import Overseer as Overseer
-    from ._ready import NotReadyError as NotReadyError
     from ._records import STDERR as STDERR
     from ._records import STDOUT as STDOUT
     from ._records import LogBatch as LogBatch
@@ -38,12 +39,13 @@ _EXPORTS: dict[str, str] = {
     "open_overseer": "._block",
     "Cmd": "._cmd",
     "CmdAlreadyStartedError": "._errors",
+    "NotReadyError": "._errors",
     "OverseerError": "._errors",
+    "OverseerNotOpenError": "._errors",
     "ProcExistsError": "._errors",
     "ProcRunningError": "._errors",
     "UnknownProcError": "._errors",
     "Overseer": "._overseer",
-    "NotReadyError": "._ready",
     "STDERR": "._records",
     "STDOUT": "._records",
     "LogBatch": "._records",

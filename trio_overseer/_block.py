@@ -57,6 +57,11 @@ async def open_overseer(
     the block raises KeyboardInterrupt for SIGINT, and for SIGTERM/SIGHUP the
     program dies of that signal.
 
+    An exception raised by the body comes out of the block as it was raised,
+    not wrapped in an `ExceptionGroup` by the block's nursery: ``except
+    ValueError`` around the block works.  Only when something else failed
+    too (a proc's task, the cleanup) is the exception a group of all of them.
+
     Cancellation: as any other way out of the block.
     """
     ovr = Overseer(

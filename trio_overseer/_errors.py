@@ -7,7 +7,13 @@ from the built-in exception it means, so callers can catch either::
     ├── ProcExistsError (ValueError)        add() with an id already registered
     ├── UnknownProcError (LookupError)      an id that was never added
     ├── ProcRunningError (RuntimeError)     remove()/supervise() of a busy proc
-    └── CmdAlreadyStartedError (RuntimeError)  a second Cmd.run(): use clone()
+    ├── CmdAlreadyStartedError (RuntimeError)  a second Cmd.run(): use clone()
+    ├── OverseerNotOpenError (RuntimeError)    start() outside `async with open_overseer()`
+    └── NotReadyError (TimeoutError)        start(): the proc ended, or ready_timeout
+                                            passed, before it was ready
+
+Bugs are not in the tree: an illegal state transition raises
+`IllegalTransitionError` (a `RuntimeError`, see `_state`).
 """
 
 from __future__ import annotations
@@ -31,3 +37,18 @@ class ProcRunningError(OverseerError, RuntimeError):
 
 class CmdAlreadyStartedError(OverseerError, RuntimeError):
     """A Cmd runs at most once; `Cmd.clone()` makes a fresh one."""
+
+
+class OverseerNotOpenError(OverseerError, RuntimeError):
+    """`Overseer.start` needs the nursery of an open ``async with open_overseer()`` block.
+
+    Without a block, ``await ovr.supervise(id)`` or ``await ovr.supervise_all()``
+    supervise in the calling task.
+    """
+
+
+class NotReadyError(OverseerError, TimeoutError):
+    """A proc did not become ready: it ended first, or the timeout passed.
+
+    The proc has been stopped when this is raised.
+    """

@@ -39,7 +39,7 @@ import attrs
 import trio
 
 from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd, OutputGate
-from ._errors import OverseerError, ProcExistsError, ProcRunningError, UnknownProcError
+from ._errors import OverseerNotOpenError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
 from ._ready import SILENT_HINT, Readiness, make_readiness, wait_ready
 from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs
@@ -243,7 +243,11 @@ class Overseer:
         ready_check: Callable[[], Awaitable[bool]] | None = None,
         ready_timeout: float = 30.0,
     ) -> Cmd:
-        """Register a proc without starting it, and return its `Cmd`.
+        """Register a proc without starting it, and return the `Cmd` of its first run.
+
+        Each restart and each new supervision runs a fresh `Cmd.clone()`: the
+        returned one is the first run only.  To follow every run, use
+        `status`, `watch_state` or `subscribe_states`, not this Cmd.
 
         The ``ready_*`` options declare how `start()` knows the proc is ready
         (a line matching a regex on stdout/stderr, a TCP port accepting
@@ -630,7 +634,7 @@ class Overseer:
         if cancelled while waiting for readiness, the proc is stopped.
 
         Raises:
-          OverseerError: the Overseer is not open (use ``async with open_overseer()``).
+          OverseerNotOpenError: not in an open ``async with open_overseer()`` block.
           UnknownProcError: `id` is not registered.
           ProcRunningError: it is already being supervised.
           NotReadyError: it ended, or `ready_timeout` passed, before it was ready
@@ -638,9 +642,10 @@ class Overseer:
         """
         nursery = self._nursery
         if nursery is None:
-            raise OverseerError(
-                f"cannot start {id!r}: start() needs an open overseer, use "
-                "'async with open_overseer() as ovr:' (or await ovr.supervise(id))"
+            raise OverseerNotOpenError(
+                f"cannot start {id!r}: start() needs an open overseer: use "
+                "'async with open_overseer() as ovr:', or without a block "
+                f"'await ovr.supervise({id!r})' (supervises in the calling task)"
             )
         rec = self._claim(id)
         try:

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
-from ._errors import OverseerError
+from ._errors import NotReadyError
 from ._records import STDOUT, LogBatch
 from ._state import FINAL_STATES, State
 
@@ -55,13 +55,6 @@ if TYPE_CHECKING:
 _POLL_MIN, _POLL_MAX = 0.01, 0.2  # backoff of the polled probes (no event exists)
 _TAIL = 20  # lines of output quoted by NotReadyError
 _MAX_HEAD = 8192  # bytes of an HTTP answer read to find its status line
-
-
-class NotReadyError(OverseerError, TimeoutError):
-    """A proc did not become ready: it ended first, or the timeout passed.
-
-    The proc has been stopped when this is raised.
-    """
 
 
 @attrs.frozen
