@@ -13,10 +13,10 @@ from trio_overseer import State
 from trio_overseer._state import (
     FINAL_STATES,
     TRANSITIONS,
-    Event,
     IllegalTransitionError,
     StateMachine,
-    exit_event,
+    Trigger,
+    exit_trigger,
 )
 
 # The table of API.md, written out again independently of the code.
@@ -42,21 +42,21 @@ def test_table_is_api_table() -> None:
     ]  # fmt: skip
 
 
-def test_exit_event() -> None:
-    assert exit_event(0) is Event.EXITED
-    assert exit_event(3) is Event.EXITED
-    assert exit_event(-15) is Event.SIGNALLED
+def test_exit_trigger() -> None:
+    assert exit_trigger(0) is Trigger.EXITED
+    assert exit_trigger(3) is Trigger.EXITED
+    assert exit_trigger(-15) is Trigger.SIGNALLED
 
 
 def test_illegal_event_changes_nothing() -> None:
     machine = StateMachine()
     with pytest.raises(IllegalTransitionError, match="'exited' is not allowed in state 'initial'"):
-        machine.fire(Event.EXITED)
+        machine.fire(Trigger.EXITED)
     assert machine.state is State.INITIAL
 
 
-@given(st.lists(st.sampled_from(Event), max_size=12))
-def test_any_event_sequence_follows_the_table(events: list[Event]) -> None:
+@given(st.lists(st.sampled_from(Trigger), max_size=12))
+def test_any_event_sequence_follows_the_table(events: list[Trigger]) -> None:
     machine = StateMachine()
     path = [machine.state]
     for event in events:
@@ -83,8 +83,8 @@ class RunMachine(RuleBasedStateMachine):
         self.machine = StateMachine()
         self.path = [State.INITIAL]
 
-    @rule(event=st.sampled_from(Event))
-    def fire(self, event: Event) -> None:
+    @rule(event=st.sampled_from(Trigger))
+    def fire(self, event: Trigger) -> None:
         before = self.machine.state
         if self.machine.can_fire(event):
             self.path.append(self.machine.fire(event))
@@ -94,8 +94,8 @@ class RunMachine(RuleBasedStateMachine):
             assert self.machine.state is before
 
     @precondition(lambda self: self.machine.state in FINAL_STATES)
-    @rule(event=st.sampled_from(Event))
-    def final_is_absorbing(self, event: Event) -> None:
+    @rule(event=st.sampled_from(Trigger))
+    def final_is_absorbing(self, event: Trigger) -> None:
         final = self.machine.state
         with pytest.raises(IllegalTransitionError):
             self.machine.fire(event)
@@ -116,7 +116,7 @@ class RunMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         # Every run that started can be driven to exactly one final state.
-        for event in (Event.START, Event.SPAWNED, Event.STOP, Event.SIGNALLED):
+        for event in (Trigger.START, Trigger.SPAWNED, Trigger.STOP, Trigger.SIGNALLED):
             if self.machine.can_fire(event):
                 self.path.append(self.machine.fire(event))
         if self.path[-1] is not State.INITIAL:

@@ -47,7 +47,7 @@ from ._output import LineSplitter
 from ._records import STDERR, STDOUT, Status
 from ._signals import describe_signal, parse_signal
 from ._spawn import ChildProcess, group_exists, signal_group, spawn
-from ._state import FINAL_STATES, RUNNING_STATES, Event, State, StateMachine, exit_event
+from ._state import FINAL_STATES, RUNNING_STATES, State, StateMachine, Trigger, exit_trigger
 from ._sweep import TAG_VAR, Scanner
 
 logger = logging.getLogger("trio_overseer")
@@ -328,7 +328,7 @@ class Cmd:
         """A fresh Cmd with the same options, ready to run."""
         return attrs.evolve(self)
 
-    def _fire(self, event: Event) -> None:
+    def _fire(self, event: Trigger) -> None:
         self._machine.fire(event)
         if self._on_state is not None:
             self._on_state(self)
@@ -387,7 +387,7 @@ class Cmd:
             return
         self.retry_times = 0
         if self._machine.state is State.RUNNING:
-            self._fire(Event.STOP)
+            self._fire(Trigger.STOP)
         if kill:
             if not self._kill_sent:
                 self._kill_sent = True
@@ -447,7 +447,7 @@ class Cmd:
             )
         self._run_called = True
         self._tag = f"{self._tag_prefix or secrets.token_hex(6)}.{secrets.token_hex(6)}"
-        self._fire(Event.START)
+        self._fire(Trigger.START)
         capture = self.buffered or self.streaming or self._on_output is not None
         self._spawning = True
         try:
@@ -457,7 +457,7 @@ class Cmd:
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self._error = self._spawn_error(exc)
             self._stop_ts = time.time()
-            self._fire(Event.SPAWN_FAILED)
+            self._fire(Trigger.SPAWN_FAILED)
             self._finish()
             task_status.started()
             return self.status()
@@ -466,7 +466,7 @@ class Cmd:
         self._proc = proc
         self._start_ts = time.time()
         self._start_mono = time.monotonic()
-        self._fire(Event.SPAWNED)
+        self._fire(Trigger.SPAWNED)
         if self._stop_requested is not None:  # stop() or kill() while it was being spawned
             self._stop(kill=self._stop_requested)
         task_status.started()
@@ -528,7 +528,7 @@ class Cmd:
         if proc.returncode is not None and not group_exists(pgid):
             return
         if proc.returncode is None and self._machine.state is State.RUNNING:
-            self._fire(Event.STOP)  # cancelled from outside
+            self._fire(Trigger.STOP)  # cancelled from outside
         if not self._kill_sent:
             if not self._stop_sent:
                 self._stop_sent = True
@@ -642,7 +642,7 @@ class Cmd:
         self._exit = code
         self._stop_ts = time.time()
         self._stop_mono = time.monotonic()
-        self._fire(exit_event(code))
+        self._fire(exit_trigger(code))
         self._finish()
 
     def _finish(self) -> None:

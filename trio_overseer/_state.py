@@ -2,10 +2,10 @@
 
 Theory of operation: every run of a process moves through the states of
 `State` along the transitions of `TRANSITIONS` (the table of API.md), driven
-by `Event`s.  Everything that decides a state lives here; `Cmd` only reports
+by `Trigger`s.  Everything that decides a state lives here; `Cmd` only reports
 what happened (`START`, `SPAWNED`, `EXITED` with a return code...) and
 publishes the result of `StateMachine.fire` in the same synchronous stretch.
-An event that the table does not allow raises `IllegalTransitionError` and
+A trigger that the table does not allow raises `IllegalTransitionError` and
 leaves the state unchanged: it is a bug in the caller, never a user error.
 """
 
@@ -32,7 +32,7 @@ class State(enum.Enum):
         return f"<State.{self.name}>"
 
 
-class Event(enum.Enum):
+class Trigger(enum.Enum):
     """What happened to a run; `StateMachine.fire` maps it to a state."""
 
     START = "start"  # the run begins: about to spawn
@@ -54,27 +54,27 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.FATAL: frozenset(),
 }
 
-#: Which state an event leads to.
-_TARGET: Mapping[Event, State] = {
-    Event.START: State.STARTING,
-    Event.SPAWNED: State.RUNNING,
-    Event.SPAWN_FAILED: State.FATAL,
-    Event.STOP: State.STOPPING,
-    Event.EXITED: State.FINISHED,
-    Event.SIGNALLED: State.INTERRUPTED,
+#: Which state an trigger leads to.
+_TARGET: Mapping[Trigger, State] = {
+    Trigger.START: State.STARTING,
+    Trigger.SPAWNED: State.RUNNING,
+    Trigger.SPAWN_FAILED: State.FATAL,
+    Trigger.STOP: State.STOPPING,
+    Trigger.EXITED: State.FINISHED,
+    Trigger.SIGNALLED: State.INTERRUPTED,
 }
 
 FINAL_STATES: frozenset[State] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 RUNNING_STATES: frozenset[State] = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 
 
-def exit_event(returncode: int) -> Event:
-    """The event for a process that ended with `returncode` (negative: signalled)."""
-    return Event.SIGNALLED if returncode < 0 else Event.EXITED
+def exit_trigger(returncode: int) -> Trigger:
+    """The trigger for a process that ended with `returncode` (negative: signalled)."""
+    return Trigger.SIGNALLED if returncode < 0 else Trigger.EXITED
 
 
 class IllegalTransitionError(RuntimeError):
-    """An event the transition table does not allow in the current state (a bug)."""
+    """A trigger the transition table does not allow in the current state (a bug)."""
 
 
 @attrs.define
@@ -83,16 +83,16 @@ class StateMachine:
 
     state: State = State.INITIAL
 
-    def can_fire(self, event: Event) -> bool:
-        """Whether `event` is legal in the current state."""
-        return _TARGET[event] in TRANSITIONS[self.state]
+    def can_fire(self, trigger: Trigger) -> bool:
+        """Whether `trigger` is legal in the current state."""
+        return _TARGET[trigger] in TRANSITIONS[self.state]
 
-    def fire(self, event: Event) -> State:
-        """Apply `event` and return the new state, or raise and change nothing."""
-        target = _TARGET[event]
+    def fire(self, trigger: Trigger) -> State:
+        """Apply `trigger` and return the new state, or raise and change nothing."""
+        target = _TARGET[trigger]
         if target not in TRANSITIONS[self.state]:
             raise IllegalTransitionError(
-                f"event {event.value!r} is not allowed in state {self.state.value!r} "
+                f"trigger {trigger.value!r} is not allowed in state {self.state.value!r} "
                 f"({self.state.value} -> {target.value} is not in the table)"
             )
         self.state = target
