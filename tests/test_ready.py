@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -555,7 +556,8 @@ async def start_frozen(ovr: Overseer, id: str) -> Any:
 
     async def freeze() -> None:
         info = await ovr.wait_for_state(id, State.RUNNING, timeout=T)
-        os.waitid(os.P_PID, info.pid, os.WEXITED | os.WNOWAIT)
+        with contextlib.suppress(ChildProcessError):  # reaped already: too late to freeze
+            os.waitid(os.P_PID, info.pid, os.WEXITED | os.WNOWAIT)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(freeze)
