@@ -1,21 +1,13 @@
 """The Overseer: a registry of named procs, supervised as Trio tasks.
 
 Theory of operation.  Each registered proc is a `_Proc` record holding the
-`Cmd` of its latest run.  Supervising a proc is one task (`_supervise`)
-that runs the Cmd, then fresh clones of it, as long as the restart policy
-says so; between runs it sleeps in a cancel scope that `stop()` cancels.
-The Cmd calls back synchronously on every state change and every batch of
-lines; the Overseer turns those into `ProcessInfo`/`LogMsg` and fans them
-out with `send_nowait`, so nothing a subscriber does can stall a proc.
-
-The restart decision is made when a run's final state is published (so the
-event itself says whether and when a restart follows): restart k (1-based)
-of a run that failed (exit code != 0, signalled, or fatal) waits
-
-    delay_start + uniform(d / 2, d),   d = min(backoff_max, backoff_base * 2 ** (k - 1))
-
-("equal jitter": never less than half the exponential step, so restarts of
-many procs spread out without ever hammering).
+`Cmd` of its latest run and its current (or last) `Supervision`: one task
+that runs the Cmd, then fresh clones of it, as long as the restart decision
+says so (see `_supervision`).  The Cmd calls back synchronously on every
+state change and every batch of lines; the Overseer turns those into
+`ProcessInfo`/`LogMsg` and fans them out with `send_nowait`, so nothing a
+subscriber does can stall a proc.  A run's final state is published with
+the supervision's decision (`restart_in`) in it.
 """
 
 from __future__ import annotations
@@ -29,7 +21,6 @@ import re
 import secrets
 import shlex
 import signal as _signal
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -44,7 +35,8 @@ from ._fanout import Fanout
 from ._ready import SILENT_HINT, Readiness, make_readiness, wait_ready
 from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs
 from ._signals import describe_signal
-from ._state import FINAL_STATES, State
+from ._state import FINAL_STATES, Phase, State
+from ._supervision import Backoff, Supervision
 from ._sweep import Scanner
 from ._tail import LineTail
 from ._watchdog import Watchdog
@@ -52,7 +44,6 @@ from ._watchdog import Watchdog
 logger = logging.getLogger("trio_overseer")
 
 _TAIL_LINES = 200  # recent lines kept per proc for wait_for_log and error reports
-_MAX_EXPONENT = sys.float_info.max_exp - 1  # 2.0 ** 1024 raises OverflowError
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -73,23 +64,20 @@ def _flag(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
 
 @attrs.define(eq=False)
 class _Proc:
-    """One registered proc and its supervision."""
+    """One registered proc: its latest run and its supervision (the `Runs` of `_supervision`)."""
 
     id: str
     cmd: Cmd  # the latest run; replaced by a clone for each new run
     retry_times: int  # the configured budget (cmd.stop() zeroes the Cmd's own copy)
     readiness: Readiness
     cmdline: str
+    attach: Callable[[Cmd], None]  # hooks a new run up to the Overseer (before it runs)
     out_log: logging.Logger | None = None  # made on first use: see Overseer._out_logger
-    supervising: bool = False
-    began: bool = False  # the supervision task has started running
-    # stop() seen since the last start: no further run in this supervision,
-    # and status() shows retry_times 0 (as the Go original) until the next one.
-    stop_requested: bool = False
-    wait_scope: trio.CancelScope | None = None  # the delay/backoff sleep, if any
-    done: trio.Event = attrs.field(factory=trio.Event)  # set when a supervision ends
-    restarts: int = 0
-    restart_in: float | None = None
+    # The current supervision, or the last one (None: never supervised).
+    supervision: Supervision | None = None
+    # stop() seen since the last claim: status() shows retry_times 0 (as the
+    # Go original) until the next supervision begins.
+    stopped: bool = False
     tail: LineTail = attrs.field(factory=lambda: LineTail(_TAIL_LINES))
     # Holds back the reading of this proc's pipes (and of all: its parent is
     # the Overseer's gate); see Overseer._hold_output.
@@ -97,6 +85,26 @@ class _Proc:
     # The run (Cmd) that printed a line matching readiness.line, if the
     # latest did: judged on every line, not only on the tail (see _ready).
     ready_seen: Cmd | None = None
+
+    @property
+    def supervised(self) -> bool:
+        """Whether a supervision is in progress (claimed and not ended)."""
+        return self.supervision is not None and self.supervision.active
+
+    def next_run(self) -> Cmd:
+        """The Cmd to run next: the current one if it never ran, else a fresh clone."""
+        if self.cmd.is_initial_state():
+            return self.cmd
+        cmd = self.cmd.clone()
+        cmd.retry_times = self.retry_times
+        self.attach(cmd)
+        self.cmd = cmd
+        self.tail.clear()
+        return cmd
+
+    async def sweep(self, cmd: Cmd) -> None:
+        """End what `cmd` left outside its process group (bounded)."""
+        await cmd._sweep_escaped()
 
 
 @attrs.define(eq=False)
@@ -132,13 +140,6 @@ def _out_logger(rec: _Proc) -> logging.Logger | None:
         else:
             return None
     return rec.out_log if rec.out_log.isEnabledFor(logging.INFO) else None
-
-
-def _backoff_step(base: float, cap: float, k: int) -> float:
-    """``min(cap, base * 2 ** k)`` for any k: ``2.0 ** k`` alone overflows past 1023."""
-    if k >= _MAX_EXPONENT:  # base * 2 ** 1023 already exceeds any cap that matters
-        return min(cap, sys.float_info.max) if base > 0 else 0.0
-    return min(cap, base * 2.0**k, sys.float_info.max)
 
 
 def _buffer_size(buffer: float) -> float:
@@ -297,10 +298,10 @@ class Overseer:
             readiness=readiness,
             retry_times=retry_times,
             cmdline=shlex.join([exec, *cmd.args]),
+            attach=lambda run: self._attach(rec, run),
             gate=OutputGate(self._gate),
         )
-        rec.done.set()
-        self._attach(rec, cmd)
+        rec.attach(cmd)
         self._procs[id] = rec
         logger.debug("added proc %r: %s", id, rec.cmdline)
         return cmd
@@ -316,7 +317,7 @@ class Overseer:
           ProcRunningError: it is running or supervised; stop() it and wait first.
         """
         rec = self._get(id)
-        if rec.supervising or rec.cmd.is_running_state():
+        if rec.supervised or rec.cmd.is_running_state():
             raise ProcRunningError(
                 f"proc {id!r} is running; stop it and wait for it to end before remove()"
             )
@@ -364,6 +365,7 @@ class Overseer:
     def _info(self, rec: _Proc) -> ProcessInfo:
         cmd = rec.cmd
         pid, exit_code, error, start_ts = cmd._brief()
+        sup = rec.supervision
         return ProcessInfo(
             id=rec.id,
             group=cmd.group,
@@ -375,9 +377,9 @@ class Overseer:
             error=error,
             start_time=start_ts,
             delay_start=cmd.delay_start,
-            retry_times=0 if rec.stop_requested else rec.retry_times,
-            restarts=rec.restarts,
-            restart_in=rec.restart_in if cmd.state in FINAL_STATES else None,
+            retry_times=0 if rec.stopped else rec.retry_times,
+            restarts=sup.restarts if sup is not None else 0,
+            restart_in=sup.restart_in if sup is not None and cmd.state in FINAL_STATES else None,
         )
 
     # -- observing the Cmds --------------------------------------------------
@@ -394,8 +396,13 @@ class Overseer:
     def _state_changed(self, rec: _Proc, cmd: Cmd) -> None:
         """Called by the Cmd in the same stretch as the transition: announce it."""
         state = cmd.state
-        if state in FINAL_STATES:
-            rec.restart_in = self._restart_delay(rec, cmd)
+        sup = rec.supervision
+        if state in FINAL_STATES and sup is not None and sup.active and cmd is rec.cmd:
+            sup.run_ended(
+                exit_code=cmd._brief()[1],
+                retry_times=cmd.retry_times,  # cmd.stop() zeroed it
+                delay_start=cmd.delay_start,
+            )
         info = self._info(rec)
         if self._watchdog is not None and info.pid:
             if state is State.RUNNING:
@@ -408,16 +415,6 @@ class Overseer:
             if waiter.id == rec.id and not waiter.event.is_set() and waiter.match(info):
                 waiter.result = info
                 waiter.event.set()
-
-    def _restart_delay(self, rec: _Proc, cmd: Cmd) -> float | None:
-        """Seconds until the restart that follows this run, or None for none."""
-        exit_code = cmd._brief()[1]
-        if exit_code == 0 or rec.stop_requested or not rec.supervising:
-            return None
-        if rec.restarts >= cmd.retry_times:  # cmd.stop() zeroed retry_times
-            return None
-        step = _backoff_step(self.backoff_base, self.backoff_max, rec.restarts)
-        return cmd.delay_start + self._random.uniform(step / 2, step)
 
     def _log_state(self, info: ProcessInfo) -> None:
         if info.state is State.RUNNING:
@@ -465,50 +462,52 @@ class Overseer:
 
     # -- supervising ---------------------------------------------------------
 
-    def _claim(self, id: str) -> _Proc:
+    def _claim(self, id: str) -> tuple[_Proc, Supervision]:
+        """Begin a supervision of `id` (its task is the caller's to start)."""
         rec = self._get(id)
-        if rec.supervising:
+        if rec.supervised:
             raise ProcRunningError(f"proc {id!r} is already being supervised")
         if not rec.cmd.is_initial_state():
-            self._renew(rec)  # a new supervision shows a fresh run, not the last one's end
-        rec.supervising = True
-        rec.began = False
-        rec.stop_requested = False
-        rec.restarts = 0
-        rec.restart_in = None
-        rec.done = trio.Event()
+            rec.next_run()  # a new supervision shows a fresh run, not the last one's end
+        rec.stopped = False
+        sup = rec.supervision = Supervision(
+            Backoff(self.backoff_base, self.backoff_max),
+            self._random.random,
+            self._supervision_ended,
+        )
         if self._active == 0:
             self._idle = trio.Event()
         self._active += 1
         if self._watchdog is None:
             self._watchdog = Watchdog.start(self._token)
-        return rec
+        return rec, sup
 
-    def _release(self, rec: _Proc) -> None:
-        rec.supervising = False
-        rec.wait_scope = None
-        rec.done.set()
+    def _supervision_done(self, id: str) -> trio.Event:
+        """Set once the current supervision of `id` has ended (set if none is in progress).
+
+        Raises:
+          UnknownProcError: `id` is not registered.
+        """
+        sup = self._get(id).supervision
+        if sup is not None:
+            return sup.done
+        never = trio.Event()
+        never.set()
+        return never
+
+    def _supervision_ended(self, sup: Supervision) -> None:
         self._active -= 1
         if self._active == 0:
             self._stopping = False
             self._idle.set()
-
-    def _renew(self, rec: _Proc) -> Cmd:
-        """A fresh Cmd for the next run of `rec`."""
-        cmd = rec.cmd.clone()
-        cmd.retry_times = rec.retry_times
-        self._attach(rec, cmd)
-        rec.cmd = cmd
-        rec.tail.clear()
-        return cmd
 
     async def supervise(self, id: str) -> int:
         """Run the proc in this task, restarting it on failure; return the last exit code.
 
         A run fails when it exits with a code other than 0, is killed by a
         signal, or cannot start; it is restarted up to `retry_times` times,
-        `delay_start` plus a jittered exponential backoff apart (see the
-        module docs).  -1 when it never ran (stopped during `delay_start`).
+        `delay_start` plus a jittered exponential backoff apart (see
+        `_supervision`).  -1 when it never ran (stopped during `delay_start`).
 
         Cancellation: the process is stopped (stop signal, SIGKILL after its
         stop_timeout) and reaped before the cancellation propagates.
@@ -517,59 +516,12 @@ class Overseer:
           UnknownProcError: `id` is not registered.
           ProcRunningError: it is already being supervised.
         """
+        rec, sup = self._claim(id)
         try:
-            return await self._supervise(self._claim(id))
+            return await sup.run(rec)
         finally:
             if not self._in_block and self._active == 0:
                 await self._shutdown()
-
-    async def _supervise(
-        self, rec: _Proc, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> int:
-        rec.began = True
-        token = rec.done  # this supervision; stop() may end it before this task wakes
-        reported = False
-        exit_code = -1
-        try:
-            delay = rec.cmd.delay_start
-            failed: Cmd | None = None  # the run before a restart
-            while True:
-                # The last run's final state stays visible during the wait.
-                if (delay > 0 or failed is not None) and not rec.stop_requested:
-                    with trio.CancelScope() as scope:
-                        rec.wait_scope = scope
-                        until = trio.current_time() + delay
-                        if failed is not None:
-                            # End what the failed run left outside its group
-                            # (daemons would pile up, one per run, until we
-                            # close).  A stop() meanwhile ends the supervision
-                            # at once; the sweep still finishes (bounded).
-                            with trio.CancelScope(shield=True):
-                                await failed._sweep_escaped()
-                        await trio.sleep_until(until)
-                    if rec.wait_scope is scope:
-                        rec.wait_scope = None
-                if rec.stop_requested or rec.done is not token:
-                    break
-                if failed is not None:
-                    rec.restarts += 1
-                cmd = rec.cmd if rec.cmd.is_initial_state() else self._renew(rec)
-                if reported:
-                    status = await cmd.run()
-                else:
-                    reported = True
-                    status = await cmd.run(task_status=task_status)
-                exit_code = status.exit
-                if rec.restart_in is None or rec.stop_requested:
-                    break
-                delay = rec.restart_in
-                failed = cmd
-        finally:
-            if rec.done is token and rec.supervising:
-                self._release(rec)
-        if not reported:
-            task_status.started()
-        return exit_code
 
     async def supervise_all(self) -> None:
         """Supervise every registered proc concurrently; return when all have ended.
@@ -594,11 +546,11 @@ class Overseer:
             try:
                 async with trio.open_nursery() as procs:
                     for rec in list(self._procs.values()):
-                        if rec.supervising:
-                            procs.start_soon(rec.done.wait)
+                        if rec.supervised:
+                            procs.start_soon(self._supervision_done(rec.id).wait)
                         else:
-                            self._claim(rec.id)
-                            procs.start_soon(self._supervise, rec)
+                            rec, sup = self._claim(rec.id)
+                            procs.start_soon(sup.run, rec)
             finally:
                 watcher.cancel()
                 if own:
@@ -647,12 +599,12 @@ class Overseer:
                 "'async with open_overseer() as ovr:', or without a block "
                 f"'await ovr.supervise({id!r})' (supervises in the calling task)"
             )
-        rec = self._claim(id)
+        rec, sup = self._claim(id)
         try:
-            await nursery.start(self._supervise, rec)
+            await nursery.start(sup.run, rec)
         except BaseException:
-            if not rec.began:
-                self._release(rec)
+            if sup.phase is Phase.CLAIMED:  # its task never began
+                sup.end()
             raise
         if rec.readiness:
             await wait_ready(self, id, rec.readiness)
@@ -668,12 +620,9 @@ class Overseer:
           UnknownProcError: `id` is not registered.
         """
         rec = self._get(id)
-        rec.stop_requested = True  # before the Cmd announces "stopping"
-        if rec.supervising:
-            rec.restart_in = None
-            if rec.wait_scope is not None:  # between runs: nothing to wait for
-                rec.wait_scope.cancel()
-                self._release(rec)
+        rec.stopped = True  # before the Cmd announces "stopping"
+        if rec.supervision is not None:
+            rec.supervision.stop()  # no restart; between runs, it ends now
         if kill:
             rec.cmd.kill()
         else:

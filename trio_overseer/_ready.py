@@ -334,7 +334,7 @@ async def wait_ready(ovr: Overseer, id: str, readiness: Readiness) -> None:
         supervision has ended.
     """
     rec = ovr._procs[id]
-    done = rec.done  # set when this supervision ends: no run follows
+    done = ovr._supervision_done(id)  # set when this supervision ends: no run follows
     probes = _probes(ovr, id, readiness, rec.cmd.dir)
     try:
         ended = False

@@ -1,11 +1,18 @@
-"""The proc state machine: pure data, no I/O, no clock, no trio.
+"""The two lifecycles of a proc as tables: pure data, no I/O, no clock, no trio.
 
-Theory of operation: every run of a process moves through the states of
+Everything that affects a state and its transitions lives here.
+
+A run (one `Cmd`): every run of a process moves through the states of
 `State` along the transitions of `TRANSITIONS` (the table of API.md), driven
-by `Trigger`s.  Everything that decides a state lives here; `Cmd` only reports
-what happened (`START`, `SPAWNED`, `EXITED` with a return code...) and
-publishes the result of `StateMachine.fire` in the same synchronous stretch.
-A trigger that the table does not allow raises `IllegalTransitionError` and
+by `Trigger`s.  `Cmd` only reports what happened (`START`, `SPAWNED`,
+`EXITED` with a return code...) and publishes the result of
+`StateMachine.fire` in the same synchronous stretch.
+
+A supervision (one `supervise()` or `start()` of a proc, possibly many
+runs): its `Phase` moves along `PHASE_MOVES`, through `PhaseMachine.move`
+only (see `_supervision`).
+
+A move that a table does not allow raises `IllegalTransitionError` and
 leaves the state unchanged: it is a bug in the caller, never a user error.
 """
 
@@ -97,3 +104,47 @@ class StateMachine:
             )
         self.state = target
         return target
+
+
+# -- one supervision -----------------------------------------------------------
+
+
+class Phase(enum.Enum):
+    """Where one supervision of a proc stands (`_supervision.Supervision`)."""
+
+    CLAIMED = "claimed"  # supervise()/start() took the proc; its task has not begun
+    WAITING = "waiting"  # delay_start, or the backoff before a restart
+    RUNNING = "running"  # a run (a Cmd) is in progress
+    DONE = "done"  # no run follows: the supervision has ended
+
+    def __repr__(self) -> str:
+        return f"<Phase.{self.name}>"
+
+
+#: Every legal move of a supervision: phase -> next phases.
+PHASE_MOVES: Mapping[Phase, frozenset[Phase]] = {
+    Phase.CLAIMED: frozenset({Phase.WAITING, Phase.RUNNING, Phase.DONE}),
+    Phase.WAITING: frozenset({Phase.RUNNING, Phase.DONE}),
+    Phase.RUNNING: frozenset({Phase.WAITING, Phase.DONE}),
+    Phase.DONE: frozenset(),
+}
+
+
+@attrs.define
+class PhaseMachine:
+    """The phase of one supervision, changed only through `move`."""
+
+    phase: Phase = Phase.CLAIMED
+
+    def can_move(self, to: Phase) -> bool:
+        """Whether the table allows moving to `to` now."""
+        return to in PHASE_MOVES[self.phase]
+
+    def move(self, to: Phase) -> Phase:
+        """Move to `to`, or raise and change nothing."""
+        if to not in PHASE_MOVES[self.phase]:
+            raise IllegalTransitionError(
+                f"a supervision cannot move from {self.phase.value!r} to {to.value!r}"
+            )
+        self.phase = to
+        return to

@@ -479,10 +479,9 @@ class SyncOverseer:
 
     async def _stop(self, id: str) -> ProcessInfo:
         ovr = self._overseer
-        supervision = ovr._procs[id].done if ovr.has_proc(id) else None
-        ovr.stop(id)  # UnknownProcError for an unknown id
-        if supervision is not None:
-            await supervision.wait()
+        ended = ovr._supervision_done(id)  # UnknownProcError for an unknown id
+        ovr.stop(id)
+        await ended.wait()
         info = ovr.status(id)
         ovr.remove(id)
         return info

@@ -1,0 +1,260 @@
+"""One supervision of a proc: runs it, restarts it on failure, and ends.
+
+Theory of operation.  `Overseer.supervise(id)` and `Overseer.start(id)`
+each make one `Supervision` (its identity is the supervision: a task still
+waking from an ended one cannot touch the next) and run `Supervision.run`
+in a task.  The task runs the proc's current `Cmd`, then fresh clones of it
+(`Runs.next_run`), for as long as the restart decision says so; between
+runs it waits in a cancel scope that `stop()` cancels.  Its `Phase` moves
+along the table of `_state.PHASE_MOVES`:
+
+    CLAIMED --> WAITING (delay_start) --> RUNNING --> DONE
+       |           ^                        |  ^
+       |           +-- WAITING (backoff) <--+  |
+       +---------------------------------------+
+
+The decision is taken when a run's final state is published (the Overseer
+calls `run_ended` in that synchronous stretch), so the published event says
+whether and when a restart follows: `restart_decision` says whether (pure:
+numbers in, a `Decision` out), `restart_delay` when.  Restart k (1-based) of
+a failed run (exit code != 0, signalled, or fatal) waits
+
+    delay_start + uniform(d / 2, d),   d = min(backoff_max, backoff_base * 2 ** (k - 1))
+
+("equal jitter": never less than half the exponential step, so restarts of
+many procs spread out without ever hammering).  During the wait the last run
+stays visible; `stop()` then ends the supervision at once.
+
+This module talks to its proc through the small `Runs` protocol handed in by
+the Overseer, and to the Overseer through one callback (`on_end`), so it
+imports nothing from `_overseer`.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+import trio
+
+from ._state import Phase, PhaseMachine
+
+if TYPE_CHECKING:
+    from ._cmd import Cmd
+
+__all__ = [
+    "Backoff",
+    "Decision",
+    "Runs",
+    "Supervision",
+    "restart_decision",
+    "restart_delay",
+]
+
+_MAX_EXPONENT = sys.float_info.max_exp - 1  # 2.0 ** 1024 raises OverflowError
+
+
+# -- the decisions (pure) --------------------------------------------------------
+
+
+class Decision(enum.Enum):
+    """What follows the end of a run: a restart, or why none."""
+
+    RESTART = "restart"
+    SUCCESS = "success"  # exit code 0
+    STOPPED = "stopped"  # stop() asked for the end
+    GAVE_UP = "gave up"  # the retry budget is spent
+
+
+def restart_decision(*, exit_code: int, stopped: bool, restarts: int, retry_times: int) -> Decision:
+    """Whether a run that ended with `exit_code` is restarted.
+
+    `restarts` is how many restarts this supervision made so far and
+    `retry_times` its budget (0 once `Cmd.stop()` was called).  A run
+    fails when it exits with a code other than 0, is signalled (a negative
+    code) or cannot start (-1).
+    """
+    if stopped:
+        return Decision.STOPPED
+    if exit_code == 0:
+        return Decision.SUCCESS
+    if restarts >= retry_times:
+        return Decision.GAVE_UP
+    return Decision.RESTART
+
+
+def restart_delay(
+    k: int, *, delay_start: float, backoff_base: float, backoff_max: float, jitter: float
+) -> float:
+    """Seconds before restart `k` (1-based): ``delay_start + uniform(d/2, d)``.
+
+    ``d = min(backoff_max, backoff_base * 2 ** (k - 1))``, computed for any k
+    without overflow; `jitter` in [0, 1) picks the point in [d/2, d] (it is
+    ``random.random()``: the same numbers as ``random.uniform(d/2, d)``).
+    """
+    if k - 1 >= _MAX_EXPONENT:  # base * 2 ** 1023 already exceeds any cap that matters
+        step = min(backoff_max, sys.float_info.max) if backoff_base > 0 else 0.0
+    else:
+        step = min(backoff_max, backoff_base * 2.0 ** (k - 1), sys.float_info.max)
+    low = step / 2
+    return delay_start + (low + (step - low) * jitter)
+
+
+@attrs.frozen
+class Backoff:
+    """The Overseer's restart pacing, handed to each supervision."""
+
+    base: float
+    """Seconds of the first restart's step (doubled for each further one)."""
+    max: float
+    """The cap of the step."""
+
+
+# -- one supervision ---------------------------------------------------------------
+
+
+class Runs(Protocol):
+    """What a supervision needs of its proc (the Overseer's record of it)."""
+
+    @property
+    def cmd(self) -> Cmd:
+        """The current run, or the last one."""
+
+    def next_run(self) -> Cmd:
+        """The Cmd to run next: the current one if it never ran, else a fresh clone."""
+
+    async def sweep(self, cmd: Cmd) -> None:
+        """End what `cmd` left outside its process group (bounded)."""
+
+
+@attrs.define(eq=False, repr=False)
+class Supervision:
+    """One `supervise()` or `start()` of a proc, from its claim to its end."""
+
+    backoff: Backoff
+    jitter: Callable[[], float]  # a number in [0, 1) per restart (the Overseer's seeded RNG)
+    on_end: Callable[[Supervision], None]  # told once, as the phase becomes DONE
+
+    _machine: PhaseMachine = attrs.field(init=False, factory=PhaseMachine)
+    # stop() was asked for: no further run, and no restart decided from now on.
+    stop_requested: bool = attrs.field(init=False, default=False)
+    restarts: int = attrs.field(init=False, default=0)  # restarts begun so far
+    # Seconds until the restart that follows the last run (None: none follows),
+    # decided when its final state was published; None once DONE.
+    restart_in: float | None = attrs.field(init=False, default=None)
+    done: trio.Event = attrs.field(init=False, factory=trio.Event)  # set as the phase is DONE
+    # The WAITING sleep while in it; stop() cancels it.
+    _wait_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
+
+    def __repr__(self) -> str:
+        return f"<Supervision {self.phase.value}, {self.restarts} restarts>"
+
+    @property
+    def phase(self) -> Phase:
+        """Where this supervision stands."""
+        return self._machine.phase
+
+    @property
+    def active(self) -> bool:
+        """Not DONE: a run is in progress or may follow."""
+        return self._machine.phase is not Phase.DONE
+
+    def stop(self) -> None:
+        """No further run: a pending restart is cancelled, and between runs the
+        supervision ends now.  Sync; the current run is the caller's to stop."""
+        self.stop_requested = True
+        self.restart_in = None
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+            self.end()
+
+    def end(self) -> None:
+        """End now: before its task began (a failed `start()`), or between runs."""
+        self._machine.move(Phase.DONE)
+        self._wait_scope = None
+        self.restart_in = None
+        self.done.set()
+        self.on_end(self)
+
+    def run_ended(self, *, exit_code: int, retry_times: int, delay_start: float) -> None:
+        """A run's final state is being published: decide what follows (`restart_in`)."""
+        decision = restart_decision(
+            exit_code=exit_code,
+            stopped=self.stop_requested,
+            restarts=self.restarts,
+            retry_times=retry_times,
+        )
+        if decision is not Decision.RESTART:
+            self.restart_in = None
+            return
+        self.restart_in = restart_delay(
+            self.restarts + 1,
+            delay_start=delay_start,
+            backoff_base=self.backoff.base,
+            backoff_max=self.backoff.max,
+            jitter=self.jitter(),
+        )
+
+    async def run(
+        self, runs: Runs, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> int:
+        """Run, and restart, until no run follows; return the last exit code (-1: none ran).
+
+        Reports started (`task_status`) once the first run runs or is fatal,
+        or when the supervision ends without one.
+
+        Cancellation: the current run is stopped and reaped (see `Cmd.run`),
+        and the supervision ends, before the cancellation propagates.
+        """
+        reported = False
+        exit_code = -1
+        try:
+            delay = runs.cmd.delay_start
+            failed: Cmd | None = None  # the run before a restart
+            while True:
+                # The last run's final state stays visible during the wait.
+                if (delay > 0 or failed is not None) and not self.stop_requested:
+                    await self._wait(runs, delay, failed)
+                if self.stop_requested or not self.active:
+                    break
+                if failed is not None:
+                    self.restarts += 1
+                cmd = runs.next_run()
+                self._machine.move(Phase.RUNNING)
+                self.restart_in = None  # decided anew as this run ends (run_ended)
+                if reported:
+                    status = await cmd.run()
+                else:
+                    reported = True
+                    status = await cmd.run(task_status=task_status)
+                exit_code = status.exit
+                if self.restart_in is None or self.stop_requested:
+                    break
+                delay = self.restart_in
+                failed = cmd
+        finally:
+            if self.active:  # stop() between runs ended it already
+                self.end()
+        if not reported:
+            task_status.started()
+        return exit_code
+
+    async def _wait(self, runs: Runs, delay: float, failed: Cmd | None) -> None:
+        """WAITING: `delay` seconds (from now), after sweeping what `failed` left.
+
+        A stop() meanwhile ends the supervision at once; the sweep still
+        finishes (it is bounded), so daemons of a failing launcher never
+        pile up, one per run, until the Overseer closes.
+        """
+        self._machine.move(Phase.WAITING)
+        with trio.CancelScope() as scope:
+            self._wait_scope = scope
+            until = trio.current_time() + delay
+            if failed is not None:
+                with trio.CancelScope(shield=True):
+                    await runs.sweep(failed)
+            await trio.sleep_until(until)
+        self._wait_scope = None
