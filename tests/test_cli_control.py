@@ -63,6 +63,7 @@ async def test_deeply_nested_request_gets_an_error(tmp_path: Path) -> None:
     sock = tmp_path / SOCK
     async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
         await wait_for_socket(sock)
+        await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
         [before] = await status(sock)
         for raw in (b"[" * 50000 + b"\n", b'{"cmd": ' * 7000 + b"\n"):
             assert "malformed request" in await error_of(sock, raw)
@@ -78,6 +79,7 @@ async def test_request_without_newline_is_answered_once(tmp_path: Path) -> None:
     sock = tmp_path / SOCK
     async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
         await wait_for_socket(sock)
+        await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
         [before] = await status(sock)
         with trio.fail_after(T):
             stream = await trio.open_unix_socket(os.fspath(sock))
@@ -156,6 +158,7 @@ async def test_idle_connections_do_not_lock_the_owner_out(tmp_path: Path) -> Non
     sock = tmp_path / SOCK
     async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
         await wait_for_socket(sock)
+        await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
         silent = []
         try:
             for index in range(100):  # more than the server serves at once
@@ -180,6 +183,7 @@ async def test_blank_lines_are_cheap(tmp_path: Path) -> None:
     sock = tmp_path / SOCK
     async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
         await wait_for_socket(sock)
+        await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
         # 8 MB of blank lines, then a request: was quadratic (minutes of CPU).
         answers = await ask(sock, b"\n" * (8 << 20) + b'{"cmd": "status"}\n')
         assert len(answers) == 1 and answers[0]["ok"], answers
