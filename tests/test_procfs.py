@@ -96,3 +96,25 @@ def test_text_readers(sleeper: subprocess.Popen[bytes]) -> None:
 def test_pids_lists_self_and_child(sleeper: subprocess.Popen[bytes]) -> None:
     listed = set(_procfs.pids())
     assert {os.getpid(), sleeper.pid} <= listed
+
+
+def test_exec_pending_only_in_the_middle_of_an_exec(sleeper: subprocess.Popen[bytes]) -> None:
+    # Caught in the act only on a busy machine (the sweep's tests under load);
+    # what must never look like an exec in progress:
+    assert not _procfs.exec_pending(os.getpid())
+    assert not _procfs.exec_pending(sleeper.pid)
+    empty = subprocess.Popen([PY, *SLEEP_FOREVER], env={}, stdout=subprocess.PIPE)
+    try:
+        assert empty.stdout is not None and empty.stdout.readline() == b"ready\n"
+        assert _procfs.read(empty.pid, "environ") == b""  # no environment at all...
+        assert not _procfs.exec_pending(empty.pid)  # ... for good: not an exec in progress
+        in_exec: list[int] = []
+        _procfs.tagged(MARK, [b"x"], in_exec=in_exec)
+        assert empty.pid not in in_exec
+    finally:
+        empty.kill()
+        empty.wait()
+        empty.stdout.close()
+    os.kill(sleeper.pid, signal.SIGKILL)
+    os.waitid(os.P_PID, sleeper.pid, os.WEXITED | os.WNOWAIT)
+    assert not _procfs.exec_pending(sleeper.pid)  # a zombie

@@ -27,6 +27,7 @@ __all__ = [
     "cmdline",
     "describe",
     "environ_value",
+    "exec_pending",
     "group_members",
     "has_living_member",
     "pids",
@@ -39,6 +40,8 @@ __all__ = [
 
 PROC = "/proc"
 _GONE = "ZX"  # zombie (exited, not reaped) and dead: not alive
+_PF_KTHREAD = 0x00200000  # stat's flags: a kernel thread (no environment, ever)
+_FLAGS, _ENV_END = 6, 48  # indexes of fields 9 and 51 of stat, counted from its state
 
 
 def available() -> bool:
@@ -128,13 +131,24 @@ def zombies_of(ppid: int) -> list[int]:
 
 
 def tagged(
-    var: str, values: Collection[bytes], *, exact: bool = False, exclude: Collection[int] = ()
+    var: str,
+    values: Collection[bytes],
+    *,
+    exact: bool = False,
+    exclude: Collection[int] = (),
+    in_exec: list[int] | None = None,
 ) -> dict[bytes, list[int]]:
     """The pids whose environment holds ``var=value`` for one of `values`, by value.
 
     Without `exact`, a value is a prefix (``var=<value>...``).  Only the
     environment a process started with is visible (what it inherited, or
     was exec'd with).  This process and `exclude` are skipped.
+
+    A process in the middle of an exec shows no environment at all, for
+    as long as the kernel takes to load its new program (milliseconds, far
+    longer on a busy machine), so a scan cannot tell whether it is tagged:
+    given `in_exec`, such pids are appended to it, to look at again shortly
+    (`exec_pending`).
     """
     found: dict[bytes, list[int]] = {}
     needles = [(value, _needle(var, value, exact)) for value in values]
@@ -143,26 +157,51 @@ def tagged(
         if pid in skip:
             continue
         environ = _environ(pid)
+        if not environ:  # None: not ours to read; empty: none, or an exec in progress
+            if environ is not None and in_exec is not None and exec_pending(pid):
+                in_exec.append(pid)
+            continue
         for value, needle in needles:
             if needle in environ:
                 found.setdefault(value, []).append(pid)
     return found
 
 
+def exec_pending(pid: int) -> bool:
+    """Whether `pid` is in the middle of an exec: its new program is loaded but
+    its arguments and environment are not set up yet (its environment reads
+    empty meanwhile).  False for kernel threads, zombies, and processes we
+    may not inspect (the kernel shows them with those fields zeroed): call it
+    only for a process whose environment could be read (even empty)."""
+    data = read(pid, "stat")
+    if not data:
+        return False
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return (
+            fields[0] not in (b"Z", b"X")
+            and not int(fields[_FLAGS]) & _PF_KTHREAD
+            and int(fields[_ENV_END]) == 0
+        )
+    except (IndexError, ValueError):  # before Linux 3.5: no such fields
+        return False
+
+
 def carries(pid: int, var: str, value: bytes, *, exact: bool = False) -> bool:
     """Whether the environment of `pid` holds ``var=value`` (a prefix without `exact`)."""
-    return _needle(var, value, exact) in _environ(pid)
+    return _needle(var, value, exact) in (_environ(pid) or b"")
 
 
 def _needle(var: str, value: bytes, exact: bool) -> bytes:
     return b"\0" + var.encode() + b"=" + value + (b"\0" if exact else b"")
 
 
-def _environ(pid: int) -> bytes:
-    """The environment of `pid` as ``\\0NAME=value\\0...\\0`` (b"" if gone)."""
+def _environ(pid: int) -> bytes | None:
+    """The environment of `pid` as ``\\0NAME=value\\0...\\0``; b"" if it has
+    none (or its exec is in progress), None if it is gone or not ours to read."""
     environ = read(pid, "environ")
     if not environ:
-        return b""
+        return environ
     return b"\0" + environ if environ.endswith(b"\0") else b"\0" + environ + b"\0"
 
 

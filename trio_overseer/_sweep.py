@@ -28,6 +28,8 @@ from . import _procfs
 TAG_VAR = "TRIO_OVERSEER_TAG"
 _KILL_WAIT = 5.0
 _ROUNDS = 5  # rescans: an escaped process may fork while it is being ended
+_EXEC_WAIT = 1.0  # seconds for processes in the middle of an exec to show their environment
+_POLL_MIN, _POLL_MAX = 0.001, 0.05  # backoff of that wait (no event tells of an exec's end)
 
 logger = logging.getLogger("trio_overseer")
 
@@ -38,28 +40,36 @@ class Scanner:
     __slots__ = ("_batch", "on_sweep")
 
     def __init__(self) -> None:
-        self._batch: tuple[set[bytes], trio.Event, dict[bytes, list[int]]] | None = None
+        self._batch: _Batch | None = None
         # Told, before they are signalled (so they can still be described),
         # the pids each sweep found outside their group: the pytest plugin
         # reports them whatever the timing of the sweep.
         self.on_sweep: Callable[[list[int]], None] | None = None
 
     async def find(self, prefix: bytes) -> list[int]:
-        """Pids tagged with `prefix`, from a scan that starts after this call."""
-        if self._batch is not None:
-            prefixes, done, results = self._batch
-            prefixes.add(prefix)
-            await done.wait()
-            return results.get(prefix, [])
-        prefixes, done, results = self._batch = ({prefix}, trio.Event(), {})
-        try:
-            # Let runs that ended in the same instant join this scan.
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        finally:
-            self._batch = None
-            results.update(_procfs.tagged(TAG_VAR, prefixes))
-            done.set()
-        return results.get(prefix, [])
+        """Pids tagged with `prefix`, from a scan that starts after this call.
+
+        Processes that were in the middle of an exec during the scan (their
+        environment unreadable) are looked at again once it is done:
+        bounded by `_EXEC_WAIT`.
+        """
+        batch = self._batch
+        if batch is not None:
+            batch.prefixes.add(prefix)
+            await batch.done.wait()
+        else:
+            batch = self._batch = _Batch({prefix})
+            try:
+                # Let runs that ended in the same instant join this scan.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            finally:
+                self._batch = None
+                batch.results.update(_procfs.tagged(TAG_VAR, batch.prefixes, in_exec=batch.in_exec))
+                batch.done.set()
+        found = batch.results.get(prefix, [])
+        if batch.in_exec:
+            found = found + await _after_exec(batch.in_exec, prefix)
+        return found
 
     async def sweep(self, prefix: bytes, sig: int, timeout: float) -> list[int]:
         """End every process tagged with `prefix`: `sig`, then SIGKILL after `timeout`.
@@ -81,6 +91,29 @@ class Scanner:
             )
             await _end(pids, prefix, sig if attempt == 0 else _signal.SIGKILL, timeout)
         return ended
+
+
+class _Batch:
+    """One scan that several sweeps share."""
+
+    __slots__ = ("done", "in_exec", "prefixes", "results")
+
+    def __init__(self, prefixes: set[bytes]) -> None:
+        self.prefixes = prefixes  # what the sweeps look for (joiners add theirs)
+        self.done = trio.Event()  # set once `results` and `in_exec` are filled in
+        self.results: dict[bytes, list[int]] = {}
+        self.in_exec: list[int] = []  # pids the scan found in the middle of an exec
+
+
+async def _after_exec(pids: list[int], prefix: bytes) -> list[int]:
+    """Those of `pids` that carry `prefix` once their exec is done (waits at most `_EXEC_WAIT`)."""
+    pending = list(pids)
+    delay = _POLL_MIN
+    with trio.move_on_after(_EXEC_WAIT):
+        while pending := [pid for pid in pending if _procfs.exec_pending(pid)]:
+            await trio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+    return [pid for pid in pids if _procfs.carries(pid, TAG_VAR, prefix)]
 
 
 async def _end(pids: list[int], prefix: bytes, sig: int, timeout: float) -> None:
