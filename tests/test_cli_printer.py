@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import signal
 import socket
@@ -117,6 +118,21 @@ def test_the_time_prefix_follows_the_clock() -> None:
             State.STARTING,
             "fatal: cannot start 'x': No such file or directory",
         ),
+        (
+            info(state=State.FINISHED, exit_code=1, restarts=3, retry_times=math.inf, restart_in=1),
+            State.RUNNING,
+            "exited 1, restart 4/forever in 1.0 s",
+        ),
+        (
+            info(state=State.FINISHED, exit_code=1, restarts=5, gave_up=True),
+            State.RUNNING,
+            "exited 1, gave up after 5 restarts",
+        ),
+        (
+            info(state=State.FINISHED, exit_code=0, restarts=1, retry_times=1, gave_up=True),
+            State.RUNNING,
+            "exited 0, gave up after 1 restart",
+        ),
         (info(state=State.STARTING), State.INITIAL, None),
     ],
 )
@@ -181,8 +197,19 @@ def test_json_state() -> None:
     printer = Printer(["web"], json_lines=True)
     ended = info(state=State.FINISHED, exit_code=1, restarts=2, restart_in=1.5)
     data = json.loads(printer.state(ended, TS))
-    assert data == {**ended.to_dict(), "kind": "state", "restarts": 2, "restartIn": 1.5, "ts": TS}
+    assert data == {
+        **ended.to_dict(),
+        "kind": "state",
+        "restarts": 2,
+        "restartIn": 1.5,
+        "gaveUp": False,
+        "ts": TS,
+    }
     assert state_dict(info())["restartIn"] is None
+    assert state_dict(info(state=State.FINISHED, gave_up=True))["gaveUp"] is True
+    forever = state_dict(info(retry_times=math.inf))
+    assert forever["retryTimes"] == -1
+    json.dumps(forever, allow_nan=False)
 
 
 # --- control: parsing and client formatting ------------------------------------------------
@@ -210,12 +237,19 @@ def test_status_table() -> None:
             "uptime": None,
             "retryTimes": 0,
         },
+        {
+            **state_dict(info("y", State.FINISHED, exit_code=2, restarts=5, gave_up=True)),
+            "uptime": None,
+        },
+        {**state_dict(info("z", retry_times=math.inf, restarts=7)), "uptime": 1.0},
     ]
     assert format_status(rows).splitlines() == [
-        "ID   GROUP  STATE                      PID   UPTIME  RESTARTS  EXIT",
-        "web  -      running                    4242  1h02m   0/5       -",
-        "db   data   finished, restart in 2.0s  -     -       1/5       1",
-        "x    -      interrupted                -     -       0         -15 (signal: SIGTERM)",
+        "ID   GROUP  STATE                      PID   UPTIME  RESTARTS   EXIT",
+        "web  -      running                    4242  1h02m   0/5        -",
+        "db   data   finished, restart in 2.0s  -     -       1/5        1",
+        "x    -      interrupted                -     -       0          -15 (signal: SIGTERM)",
+        "y    -      finished, gave up          -     -       5/5        2",
+        "z    -      running                    4242  1s      7/forever  -",
     ]
     assert summary(rows[0]) == "running (pid 4242)"
     assert summary(rows[1]) == "exited 1"

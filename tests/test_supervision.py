@@ -20,9 +20,13 @@ from trio_overseer._state import PHASE_MOVES, IllegalTransitionError, Phase, Pha
 from trio_overseer._supervision import (
     Backoff,
     Decision,
+    RestartPolicy,
+    RestartRules,
     Supervision,
+    make_rules,
     restart_decision,
     restart_delay,
+    restarts_counted,
 )
 
 # The phase table of the design, written out again independently of the code.
@@ -103,19 +107,119 @@ def test_restart_delay_draws_as_random_uniform(seed: int, k: int, base: float, c
 # --- the restart decision ---------------------------------------------------------------
 
 
-@given(st.integers(-64, 255), st.booleans(), st.integers(0, 10), st.integers(0, 10))
-def test_restart_decision(exit_code: int, stopped: bool, restarts: int, retries: int) -> None:
-    got = restart_decision(
-        exit_code=exit_code, stopped=stopped, restarts=restarts, retry_times=retries
-    )
+def model_decision(
+    exit_code: int,
+    stopped: bool,
+    restarts: int,
+    budget: float,
+    policy: str,
+    codes: frozenset[int],
+) -> Decision:
+    """The restart rules of the docs, written out again as a table of cases."""
+    ok = exit_code in codes
     if stopped:
-        assert got is Decision.STOPPED
-    elif exit_code == 0:
-        assert got is Decision.SUCCESS
-    elif restarts >= retries:
-        assert got is Decision.GAVE_UP
-    else:
-        assert got is Decision.RESTART
+        return Decision.STOPPED
+    wants = {"always": True, "never": False, "on-failure": not ok}[policy]
+    if not wants:
+        return Decision.SUCCESS if ok else Decision.FAILED
+    if budget == 0:  # never allowed a restart: nothing was given up
+        return Decision.SUCCESS if ok else Decision.FAILED
+    return Decision.RESTART if restarts < budget else Decision.GAVE_UP
+
+
+policies = st.sampled_from(RestartPolicy)
+budgets = st.one_of(st.integers(0, 10), st.just(math.inf))
+code_sets = st.frozensets(st.integers(0, 255), max_size=4)
+
+
+@given(st.integers(-64, 255), st.booleans(), st.integers(0, 10), budgets, policies, code_sets)
+def test_restart_decision(
+    exit_code: int,
+    stopped: bool,
+    restarts: int,
+    retries: float,
+    policy: RestartPolicy,
+    codes: frozenset[int],
+) -> None:
+    got = restart_decision(
+        exit_code=exit_code,
+        stopped=stopped,
+        restarts=restarts,
+        retry_times=retries,
+        policy=policy,
+        success_codes=codes,
+    )
+    assert got is model_decision(exit_code, stopped, restarts, retries, policy.value, codes)
+
+
+def test_restart_decision_defaults_are_on_failure_with_success_0() -> None:
+    def decide(code: int) -> Decision:
+        return restart_decision(exit_code=code, stopped=False, restarts=0, retry_times=1)
+
+    assert decide(0) is Decision.SUCCESS
+    assert [decide(c) for c in (1, -15, -1)] == [Decision.RESTART] * 3
+
+
+@given(st.integers(0, 10**6), seconds, seconds)
+def test_restarts_counted(restarts: int, uptime: float, reset_after: float) -> None:
+    got = restarts_counted(restarts, uptime=uptime, reset_after=reset_after)
+    assert got == (0 if uptime >= reset_after else restarts)
+    assert restarts_counted(restarts, uptime=uptime, reset_after=math.inf) == restarts
+
+
+@given(policies, code_sets, budgets, st.lists(st.tuples(st.integers(-9, 9), seconds), max_size=30))
+def test_a_supervision_of_many_runs_follows_the_model(
+    policy: RestartPolicy,
+    codes: frozenset[int],
+    budget: float,
+    runs: list[tuple[int, float]],
+) -> None:
+    """Run after run (exit code, uptime): the count, the reset and the decision
+    of the pure functions agree with a model that counts by hand, and a
+    supervision never runs more than budget + 1 runs between stable ones."""
+    reset_after = 5.0
+    counted = 0  # the code's count
+    model = 0  # the model's
+    since_stable = 0
+    for exit_code, uptime in runs:
+        counted = restarts_counted(counted, uptime=uptime, reset_after=reset_after)
+        if uptime >= reset_after:
+            model = since_stable = 0
+        got = restart_decision(
+            exit_code=exit_code,
+            stopped=False,
+            restarts=counted,
+            retry_times=budget,
+            policy=policy,
+            success_codes=codes,
+        )
+        assert got is model_decision(exit_code, False, model, budget, policy.value, codes)
+        if got is not Decision.RESTART:
+            break
+        counted += 1
+        model += 1
+        since_stable += 1
+        assert since_stable <= budget
+
+
+def test_make_rules_refuses_bad_input() -> None:
+    assert make_rules(restart="always", success_codes=[0, 2], reset_after=0) == RestartRules(
+        RestartPolicy.ALWAYS, frozenset({0, 2}), 0.0
+    )
+    with pytest.raises(ValueError, match="restart must be one of 'on-failure', 'always', 'never'"):
+        make_rules(restart="sometimes", success_codes=(0,), reset_after=1)
+    with pytest.raises(ValueError, match="reset_after must be a number of seconds >= 0"):
+        make_rules(restart="never", success_codes=(0,), reset_after=-1)
+    with pytest.raises(ValueError, match="reset_after"):
+        make_rules(restart="never", success_codes=(0,), reset_after=math.nan)
+    with pytest.raises(TypeError, match="reset_after"):
+        make_rules(restart="never", success_codes=(0,), reset_after="60")
+    with pytest.raises(ValueError, match="success_codes must hold exit codes from 0 to 255"):
+        make_rules(restart="never", success_codes=(0, 256), reset_after=1)
+    with pytest.raises(ValueError, match="success_codes"):
+        make_rules(restart="never", success_codes=(-15,), reset_after=1)
+    with pytest.raises(TypeError, match="success_codes must be a collection"):
+        make_rules(restart="never", success_codes=0, reset_after=1)
 
 
 # --- the phase table ----------------------------------------------------------------------
@@ -163,7 +267,7 @@ class FakeCmd:
     exit: int
     duration: float = 1.0
     delay_start: float = 0.0
-    retry_times: int = 0
+    retry_times: float = 0
     ran: bool = False
 
     def is_initial_state(self) -> bool:
@@ -187,8 +291,9 @@ class FakeRuns:
 
     sup: Supervision
     exits: list[int]
-    retry_times: int
+    retry_times: float
     delay_start: float = 0.0
+    durations: list[float] | None = None  # of each run (default 1 s)
     runs: list[FakeCmd] = attrs.field(factory=list)
     swept: list[FakeCmd] = attrs.field(factory=list)
     phases: list[Phase] = attrs.field(factory=list)
@@ -197,9 +302,11 @@ class FakeRuns:
         self.runs.append(self.fresh())
 
     def fresh(self) -> FakeCmd:
+        n = len(self.runs)
         return FakeCmd(
             self.sup,
-            self.exits[len(self.runs)],
+            self.exits[n],
+            duration=1.0 if self.durations is None else self.durations[n],
             delay_start=self.delay_start,
             retry_times=self.retry_times,
         )
@@ -217,8 +324,10 @@ class FakeRuns:
         self.swept.append(cmd)
 
 
-def supervision(ended: list[Supervision], base: float = 1.0) -> Supervision:
-    return Supervision(Backoff(base, 1000.0), lambda: 0.5, ended.append)
+def supervision(
+    ended: list[Supervision], base: float = 1.0, rules: RestartRules | None = None
+) -> Supervision:
+    return Supervision(Backoff(base, 1000.0), lambda: 0.5, ended.append, rules or RestartRules())
 
 
 async def test_supervision_restarts_failures_until_success(
@@ -243,6 +352,57 @@ async def test_supervision_gives_up(autojump_clock: trio.testing.MockClock) -> N
     runs = FakeRuns(sup, [3, 3, 3, 3], retry_times=2)
     assert await sup.run(runs) == 3  # type: ignore[arg-type]
     assert (len(runs.runs), sup.restarts, ended) == (3, 2, [sup])
+
+
+async def test_supervision_gives_up_and_says_so(autojump_clock: trio.testing.MockClock) -> None:
+    sup = supervision([])
+    runs = FakeRuns(sup, [3, 3, 3], retry_times=2)
+    assert await sup.run(runs) == 3  # type: ignore[arg-type]
+    assert sup.gave_up
+    sup = supervision([])
+    runs = FakeRuns(sup, [3], retry_times=0)  # no budget: nothing given up
+    assert await sup.run(runs) == 3  # type: ignore[arg-type]
+    assert not sup.gave_up
+
+
+@pytest.mark.parametrize(
+    ("policy", "exits", "budget", "ran"),
+    [
+        ("always", [0, 0, 0, 0], 2, 3),  # retry_times bounds every policy
+        ("always", [0, 1, 0, 0], 2, 3),
+        ("never", [1, 1], 5, 1),
+        ("never", [0, 0], 5, 1),
+        ("on-failure", [1, 0, 1], 5, 2),
+        ("on-failure", [1] * 20, math.inf, 20),  # no limit: 19 failures, then a success
+    ],
+)
+async def test_policies(
+    autojump_clock: trio.testing.MockClock, policy: str, exits: list[int], budget: float, ran: int
+) -> None:
+    rules = make_rules(restart=policy, success_codes=(0,), reset_after=math.inf)
+    sup = supervision([], base=0.001, rules=rules)
+    if math.isinf(budget):
+        exits = [*exits[:-1], 0]  # the last one succeeds
+    runs = FakeRuns(sup, exits, retry_times=budget)
+    await sup.run(runs)  # type: ignore[arg-type]
+    assert len(runs.runs) == ran
+
+
+async def test_a_stable_run_resets_the_count_and_the_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rules = make_rules(restart="on-failure", success_codes=(0,), reset_after=10)
+    sup = supervision([], base=1.0, rules=rules)
+    # Two quick failures spend the budget of 2; a run up 10 s forgives them,
+    # then two more quick failures, then a third: given up.
+    durations = [1.0, 1.0, 10.0, 1.0, 1.0, 1.0]
+    runs = FakeRuns(sup, [1] * 6, retry_times=2, durations=durations)
+    start = trio.current_time()
+    assert await sup.run(runs) == 1  # type: ignore[arg-type]
+    assert len(runs.runs) == 5 and sup.gave_up and sup.restarts == 2
+    # Backoff (jitter 0.5: 0.75 d): d = 1, 2, then 1 again after the stable run, 2.
+    waits = 0.75 + 1.5 + 0.75 + 1.5
+    assert trio.current_time() - start == pytest.approx(sum(durations[:5]) + waits)
 
 
 async def test_stop_while_waiting_ends_at_once(autojump_clock: trio.testing.MockClock) -> None:

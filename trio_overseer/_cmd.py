@@ -195,8 +195,10 @@ def _check_line_size(_: Any, __: Any, size: object) -> None:
 
 
 def _check_retries(_: Any, __: Any, n: object) -> None:
+    if n == math.inf and isinstance(n, float):
+        return  # no limit
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"retry_times must be an int >= 0, got {n!r}")
+        raise ValueError(f"retry_times must be an int >= 0 or math.inf (no limit), got {n!r}")
 
 
 # on_setattr=NO_OP: options are validated when the Cmd is made (where the user
@@ -224,7 +226,8 @@ class Cmd:
     stop_signal: int = attrs.field(default=_signal.SIGTERM, kw_only=True, validator=_check_signal)
     stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_non_negative)
     delay_start: float = attrs.field(default=0.0, kw_only=True, validator=_non_negative)
-    retry_times: int = attrs.field(default=0, kw_only=True, validator=_check_retries)
+    # An int, or math.inf (no limit).
+    retry_times: float = attrs.field(default=0, kw_only=True, validator=_check_retries)
 
     stdout: trio.MemoryReceiveChannel[str] | None = attrs.field(init=False, default=None)
     stderr: trio.MemoryReceiveChannel[str] | None = attrs.field(init=False, default=None)

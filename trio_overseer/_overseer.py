@@ -23,7 +23,7 @@ import shlex
 import signal as _signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, overload
 
 import attrs
@@ -33,10 +33,10 @@ from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd, OutputGate
 from ._errors import OverseerNotOpenError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
 from ._ready import SILENT_HINT, Readiness, make_readiness, wait_ready
-from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs
+from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs, restart_count
 from ._signals import describe_signal
 from ._state import FINAL_STATES, Phase, State
-from ._supervision import Backoff, Supervision
+from ._supervision import DEFAULT_RESET_AFTER, Backoff, RestartRules, Supervision, make_rules
 from ._sweep import Scanner
 from ._tail import LineTail
 from ._watchdog import Watchdog
@@ -68,7 +68,8 @@ class _Proc:
 
     id: str
     cmd: Cmd  # the latest run; replaced by a clone for each new run
-    retry_times: int  # the configured budget (cmd.stop() zeroes the Cmd's own copy)
+    retry_times: float  # the configured budget (cmd.stop() zeroes the Cmd's own copy)
+    rules: RestartRules  # which runs are restarted
     readiness: Readiness
     cmdline: str
     attach: Callable[[Cmd], None]  # hooks a new run up to the Overseer (before it runs)
@@ -233,7 +234,10 @@ class Overseer:
         dir: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         delay_start: float = 0.0,
-        retry_times: int = 0,
+        retry_times: float = 0,
+        restart: str = "on-failure",
+        success_codes: Iterable[int] = (0,),
+        reset_after: float = DEFAULT_RESET_AFTER,
         buffered: bool = False,
         stop_signal: int = _signal.SIGTERM,
         stop_timeout: float | None = None,
@@ -256,6 +260,13 @@ class Overseer:
         async predicate); `start()` then returns only once all of them hold,
         or raises `NotReadyError` after `ready_timeout` seconds or when the
         process ends first.
+
+        `restart` says which ended runs are restarted: ``"on-failure"`` (a
+        run whose exit code is not one of `success_codes`, that was killed
+        by a signal or could not start), ``"always"`` or ``"never"``; under
+        every policy at most `retry_times` times (``math.inf``: no limit).
+        A run that stayed up `reset_after` seconds resets the count of
+        restarts (and the backoff): see `_supervision`.
 
         Raises:
           ProcExistsError: `id` is already registered.
@@ -281,6 +292,9 @@ class Overseer:
                 delay_start=delay_start,
                 retry_times=retry_times,
             )
+            rules = make_rules(
+                restart=restart, success_codes=success_codes, reset_after=reset_after
+            )
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"proc {id!r}: {exc}") from None
         readiness = make_readiness(
@@ -297,6 +311,7 @@ class Overseer:
             cmd=cmd,
             readiness=readiness,
             retry_times=retry_times,
+            rules=rules,
             cmdline=shlex.join([exec, *cmd.args]),
             attach=lambda run: self._attach(rec, run),
             gate=OutputGate(self._gate),
@@ -366,6 +381,7 @@ class Overseer:
         cmd = rec.cmd
         pid, exit_code, error, start_ts = cmd._brief()
         sup = rec.supervision
+        ended = cmd.state in FINAL_STATES
         return ProcessInfo(
             id=rec.id,
             group=cmd.group,
@@ -379,7 +395,8 @@ class Overseer:
             delay_start=cmd.delay_start,
             retry_times=0 if rec.stopped else rec.retry_times,
             restarts=sup.restarts if sup is not None else 0,
-            restart_in=sup.restart_in if sup is not None and cmd.state in FINAL_STATES else None,
+            restart_in=sup.restart_in if sup is not None and ended else None,
+            gave_up=sup is not None and ended and sup.gave_up,
         )
 
     # -- observing the Cmds --------------------------------------------------
@@ -423,11 +440,12 @@ class Overseer:
             logger.error("proc %r cannot start: %s", info.id, info.error)
         elif info.state in FINAL_STATES:
             how = info.error or f"exit code {info.exit_code}"
-            then = (
-                f", restart {info.restarts + 1}/{info.retry_times} in {info.restart_in:.2f} s"
-                if info.restart_in is not None
-                else ""
-            )
+            if info.restart_in is not None:
+                then = f", restart {restart_count(info)} in {info.restart_in:.2f} s"
+            elif info.gave_up:
+                then = f", gave up after {info.restarts} restarts (retry_times)"
+            else:
+                then = ""
             logger.info("proc %r %s (%s)%s", info.id, info.state.value, how, then)
         else:
             logger.debug("proc %r %s", info.id, info.state.value)
@@ -474,6 +492,7 @@ class Overseer:
             Backoff(self.backoff_base, self.backoff_max),
             self._random.random,
             self._supervision_ended,
+            rec.rules,
         )
         if self._active == 0:
             self._idle = trio.Event()
@@ -504,8 +523,9 @@ class Overseer:
     async def supervise(self, id: str) -> int:
         """Run the proc in this task, restarting it on failure; return the last exit code.
 
-        A run fails when it exits with a code other than 0, is killed by a
-        signal, or cannot start; it is restarted up to `retry_times` times,
+        Which runs are restarted is the proc's `restart` policy (by default
+        a failed run: an exit code not in `success_codes`, killed by a
+        signal, or could not start), up to `retry_times` times,
         `delay_start` plus a jittered exponential backoff apart (see
         `_supervision`).  -1 when it never ran (stopped during `delay_start`).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import math
 from collections import deque as consume
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
@@ -77,15 +78,22 @@ class ProcessInfo:
     """When the current run started, Unix seconds; 0.0 if it did not."""
     delay_start: float
     """Seconds waited before each start."""
-    retry_times: int
-    """How many restarts on failure are allowed; 0 after `stop()` until the next start."""
+    retry_times: float
+    """How many restarts are allowed (``math.inf``: no limit); 0 after `stop()` until
+    the next start."""
     restarts: int = 0
-    """Restarts done so far in the current supervision (extension of the Go API)."""
+    """Restarts counted against `retry_times` in the current supervision: since it
+    began, or since the last run that stayed up `reset_after` seconds (extension)."""
     restart_in: float | None = None
     """On a final state: seconds until the scheduled restart; None when none follows."""
+    gave_up: bool = False
+    """On a final state: a restart was due but `retry_times` restarts were spent."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready dict, with the keys of the original Go overseer."""
+        """The JSON-ready dict, with the keys of the original Go overseer.
+
+        ``retryTimes`` is -1 for no limit (``math.inf``): JSON has no infinity.
+        """
         return {
             "id": self.id,
             "group": self.group,
@@ -97,11 +105,17 @@ class ProcessInfo:
             "error": self.error,
             "startTime": rfc3339(self.start_time),
             "delayStart": round(self.delay_start * 1000),
-            "retryTimes": self.retry_times,
+            "retryTimes": -1 if math.isinf(self.retry_times) else int(self.retry_times),
         }
 
 
 ProcessJSON = ProcessInfo
+
+
+def restart_count(info: ProcessInfo) -> str:
+    """``"k/n"`` for the restart that follows `info` (``"k/forever"`` without a limit)."""
+    limit = "forever" if math.isinf(info.retry_times) else f"{info.retry_times:g}"
+    return f"{info.restarts + 1}/{limit}"
 
 
 @attrs.frozen(weakref_slot=False)

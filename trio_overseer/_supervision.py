@@ -16,8 +16,15 @@ along the table of `_state.PHASE_MOVES`:
 The decision is taken when a run's final state is published (the Overseer
 calls `run_ended` in that synchronous stretch), so the published event says
 whether and when a restart follows: `restart_decision` says whether (pure:
-numbers in, a `Decision` out), `restart_delay` when.  Restart k (1-based) of
-a failed run (exit code != 0, signalled, or fatal) waits
+numbers in, a `Decision` out), `restart_delay` when.  Which runs are
+restarted is the proc's `RestartRules`: its policy (``on-failure``, the
+default: a run that did not exit with one of `success_codes`, was signalled
+or could not start; ``always``; ``never``), and under every policy at most
+`retry_times` restarts (``math.inf``: no limit).  A run that stayed up at
+least `reset_after` seconds was a stable one: the restarts counted so far
+are forgiven (the count, and with it the backoff, starts again), so a
+service that crashes once a day never spends its budget.  Restart k
+(1-based, counted since the last stable run) waits
 
     delay_start + uniform(d / 2, d),   d = min(backoff_max, backoff_base * 2 ** (k - 1))
 
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -46,44 +53,90 @@ if TYPE_CHECKING:
     from ._cmd import Cmd
 
 __all__ = [
+    "DEFAULT_RESET_AFTER",
     "Backoff",
     "Decision",
+    "RestartPolicy",
+    "RestartRules",
     "Runs",
     "Supervision",
+    "make_rules",
     "restart_decision",
     "restart_delay",
+    "restarts_counted",
 ]
 
 _MAX_EXPONENT = sys.float_info.max_exp - 1  # 2.0 ** 1024 raises OverflowError
 
+#: Seconds of uptime after which a run counts as stable (see `restarts_counted`).
+#: A crash loop is a run that fails during its start-up: a bad config, a port
+#: taken, a dependency down, often found only when a connect times out, and
+#: the usual connect and start-up timeouts are 30 s or less; so a run that
+#: lived twice that long was a working service that crashed later.  Short
+#: enough that a service crashing every few hours gets its whole budget back.
+#: supervisord's `startsecs` (1 s) counts a run that lives 1 s as a success, so
+#: a proc that crashes after 2 s restarts forever.
+DEFAULT_RESET_AFTER = 60.0
+
 
 # -- the decisions (pure) --------------------------------------------------------
+
+
+class RestartPolicy(enum.Enum):
+    """Which ended runs are restarted (`Overseer.add(restart=...)`)."""
+
+    ON_FAILURE = "on-failure"  # a run that did not succeed (the default)
+    ALWAYS = "always"  # every run, also one that succeeded
+    NEVER = "never"  # none
 
 
 class Decision(enum.Enum):
     """What follows the end of a run: a restart, or why none."""
 
     RESTART = "restart"
-    SUCCESS = "success"  # exit code 0
+    SUCCESS = "success"  # it succeeded and the policy restarts only failures (or nothing)
+    FAILED = "failed"  # it failed, and the policy (or a budget of 0) allows no restart
     STOPPED = "stopped"  # stop() asked for the end
-    GAVE_UP = "gave up"  # the retry budget is spent
+    GAVE_UP = "gave up"  # a restart was due, but the retry budget is spent
 
 
-def restart_decision(*, exit_code: int, stopped: bool, restarts: int, retry_times: int) -> Decision:
+def restart_decision(
+    *,
+    exit_code: int,
+    stopped: bool,
+    restarts: int,
+    retry_times: float,
+    policy: RestartPolicy = RestartPolicy.ON_FAILURE,
+    success_codes: frozenset[int] = frozenset({0}),
+) -> Decision:
     """Whether a run that ended with `exit_code` is restarted.
 
-    `restarts` is how many restarts this supervision made so far and
-    `retry_times` its budget (0 once `Cmd.stop()` was called).  A run
-    fails when it exits with a code other than 0, is signalled (a negative
-    code) or cannot start (-1).
+    `restarts` is how many restarts were counted so far (see
+    `restarts_counted`) and `retry_times` the budget (``math.inf``: none; 0
+    once `Cmd.stop()` was called).  A run succeeds when its exit code is one
+    of `success_codes`; it fails otherwise, also when it was signalled (a
+    negative code) or could not start (-1).  A budget of 0 allows no restart
+    at all: the run ends as it ended (`SUCCESS` or `FAILED`), nothing was
+    given up.
     """
     if stopped:
         return Decision.STOPPED
-    if exit_code == 0:
-        return Decision.SUCCESS
-    if restarts >= retry_times:
+    succeeded = exit_code in success_codes
+    due = policy is RestartPolicy.ALWAYS or (policy is RestartPolicy.ON_FAILURE and not succeeded)
+    if due and restarts < retry_times:
+        return Decision.RESTART
+    if due and retry_times > 0:
         return Decision.GAVE_UP
-    return Decision.RESTART
+    return Decision.SUCCESS if succeeded else Decision.FAILED
+
+
+def restarts_counted(restarts: int, *, uptime: float, reset_after: float) -> int:
+    """The restarts that count against the budget once a run stayed up `uptime` s.
+
+    A stable run (up at least `reset_after` seconds) forgives the earlier
+    restarts: the count starts again from 0, and the backoff with it.
+    """
+    return 0 if uptime >= reset_after else restarts
 
 
 def restart_delay(
@@ -101,6 +154,51 @@ def restart_delay(
         step = min(backoff_max, backoff_base * 2.0 ** (k - 1), sys.float_info.max)
     low = step / 2
     return delay_start + (low + (step - low) * jitter)
+
+
+def _to_policy(value: object) -> RestartPolicy:
+    if isinstance(value, RestartPolicy):
+        return value
+    try:
+        return RestartPolicy(value)
+    except ValueError:
+        choices = ", ".join(repr(p.value) for p in RestartPolicy)
+        raise ValueError(f"restart must be one of {choices}, got {value!r}") from None
+
+
+@attrs.frozen
+class RestartRules:
+    """Which runs of a proc are restarted: its policy, what succeeds, when a run is stable."""
+
+    policy: RestartPolicy = RestartPolicy.ON_FAILURE
+    """Which ended runs are restarted (at most `retry_times` times)."""
+    success_codes: frozenset[int] = frozenset({0})
+    """The exit codes that count as success."""
+    reset_after: float = DEFAULT_RESET_AFTER
+    """Seconds of uptime that make a run stable: the restart count starts again."""
+
+
+def make_rules(*, restart: object, success_codes: object, reset_after: object) -> RestartRules:
+    """Validate the restart options of `Overseer.add` (ValueError/TypeError naming the option)."""
+    policy = _to_policy(restart)
+    if isinstance(success_codes, str | bytes) or not isinstance(success_codes, Iterable):
+        raise TypeError(
+            f"success_codes must be a collection of exit codes, e.g. (0, 2), got {success_codes!r}"
+        )
+    codes = tuple(success_codes)
+    for code in codes:
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
+            raise ValueError(
+                f"success_codes must hold exit codes from 0 to 255, got {code!r} "
+                "(a run killed by a signal or that could not start never succeeds)"
+            )
+    if isinstance(reset_after, bool) or not isinstance(reset_after, int | float):
+        raise TypeError(f"reset_after must be a number of seconds, got {reset_after!r}")
+    if not reset_after >= 0:  # also refuses NaN
+        raise ValueError(
+            f"reset_after must be a number of seconds >= 0 (math.inf: never), got {reset_after!r}"
+        )
+    return RestartRules(policy, frozenset(codes), float(reset_after))
 
 
 @attrs.frozen
@@ -137,11 +235,18 @@ class Supervision:
     backoff: Backoff
     jitter: Callable[[], float]  # a number in [0, 1) per restart (the Overseer's seeded RNG)
     on_end: Callable[[Supervision], None]  # told once, as the phase becomes DONE
+    rules: RestartRules = RestartRules()  # the proc's restart policy
 
     _machine: PhaseMachine = attrs.field(init=False, factory=PhaseMachine)
     # stop() was asked for: no further run, and no restart decided from now on.
     stop_requested: bool = attrs.field(init=False, default=False)
-    restarts: int = attrs.field(init=False, default=0)  # restarts begun so far
+    # Restarts begun so far, counted against the budget: since the supervision
+    # began, or since the last stable run (see restarts_counted).
+    restarts: int = attrs.field(init=False, default=0)
+    # The last run ended with a restart due and the budget spent (GAVE_UP).
+    gave_up: bool = attrs.field(init=False, default=False)
+    # trio.current_time() when the current run began (for its uptime).
+    _run_began: float = attrs.field(init=False, default=0.0)
     # Seconds until the restart that follows the last run (None: none follows),
     # decided when its final state was published; None once DONE.
     restart_in: float | None = attrs.field(init=False, default=None)
@@ -179,17 +284,26 @@ class Supervision:
         self.done.set()
         self.on_end(self)
 
-    def run_ended(self, *, exit_code: int, retry_times: int, delay_start: float) -> None:
+    def run_ended(self, *, exit_code: int, retry_times: float, delay_start: float) -> Decision:
         """A run's final state is being published: decide what follows (`restart_in`)."""
+        rules = self.rules
+        if not self.stop_requested:
+            uptime = trio.current_time() - self._run_began
+            self.restarts = restarts_counted(
+                self.restarts, uptime=uptime, reset_after=rules.reset_after
+            )
         decision = restart_decision(
             exit_code=exit_code,
             stopped=self.stop_requested,
             restarts=self.restarts,
             retry_times=retry_times,
+            policy=rules.policy,
+            success_codes=rules.success_codes,
         )
+        self.gave_up = decision is Decision.GAVE_UP
         if decision is not Decision.RESTART:
             self.restart_in = None
-            return
+            return decision
         self.restart_in = restart_delay(
             self.restarts + 1,
             delay_start=delay_start,
@@ -197,6 +311,7 @@ class Supervision:
             backoff_max=self.backoff.max,
             jitter=self.jitter(),
         )
+        return decision
 
     async def run(
         self, runs: Runs, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -225,6 +340,7 @@ class Supervision:
                 cmd = runs.next_run()
                 self._machine.move(Phase.RUNNING)
                 self.restart_in = None  # decided anew as this run ends (run_ended)
+                self._run_began = trio.current_time()
                 if reported:
                     status = await cmd.run()
                 else:

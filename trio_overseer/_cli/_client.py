@@ -105,7 +105,9 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         live = row.get("state") in ("starting", "running", "stopping")
         final = row.get("state") in ("finished", "interrupted", "fatal")
         restarts = str(row.get("restarts", 0))
-        if row.get("retryTimes"):
+        if row.get("retryTimes") == -1:  # no limit
+            restarts += "/forever"
+        elif row.get("retryTimes"):
             restarts += f"/{row['retryTimes']}"
         exit_code = str(row.get("exitCode")) if final else "-"
         if final and row.get("error") and row.get("state") != "finished":
@@ -113,6 +115,8 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         state = str(row.get("state"))
         if final and row.get("restartIn") is not None:
             state += f", restart in {row['restartIn']:.1f}s"
+        elif final and row.get("gaveUp"):
+            state += ", gave up"
         table.append(
             (
                 str(row.get("id")),

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, TextIO
 
-from .._records import STDERR, LogBatch, LogMsg, ProcessInfo
+from .._records import STDERR, LogBatch, LogMsg, ProcessInfo, restart_count
 from .._state import State
 
 __all__ = [
@@ -85,7 +85,9 @@ def describe_state(info: ProcessInfo, previous: State | None = None) -> str | No
     else:  # initial, starting
         return None
     if info.restart_in is not None:
-        text += f", restart {info.restarts + 1}/{info.retry_times} in {_seconds(info.restart_in)} s"
+        text += f", restart {restart_count(info)} in {_seconds(info.restart_in)} s"
+    elif info.gave_up:
+        text += f", gave up after {info.restarts} restart{'s' if info.restarts != 1 else ''}"
     return text
 
 
@@ -95,6 +97,7 @@ def state_dict(info: ProcessInfo, ts: float | None = None) -> dict[str, Any]:
     data["kind"] = "state"
     data["restarts"] = info.restarts
     data["restartIn"] = info.restart_in
+    data["gaveUp"] = info.gave_up
     if ts is not None:
         data["ts"] = ts
     return data
