@@ -236,7 +236,7 @@ async def test_failures_exit_1_with_restart_and_fatal_lines(tmp_path: Path) -> N
     rc, out, err = await run(tmp_path, "start")
     assert rc == 1, err
     assert has_line(out, "bad", 7, r"exited 3, restart 1/1 in \d+\.\d+ s")
-    assert has_line(out, "bad", 7, "exited 3")
+    assert has_line(out, "bad", 7, "exited 3, gave up after 1 restart")  # the budget is spent
     assert has_line(out, "bad", 7, "boom", mark="!")
     assert has_line(out, "missing", 7, "fatal: cannot start .*no-such-program.*")
     assert len(pids_in(out.splitlines())) == 3  # ok, bad, bad again
