@@ -377,7 +377,8 @@ def test_error_message_format(tmp_path: Path) -> None:
     error = config_error(path)
     assert isinstance(error, ValueError)
     assert error.problems == [
-        f"{path}: proc 'web': field 'retry': expected a non-negative integer, got 'x'"
+        f"{path}: proc 'web': field 'retry': "
+        "expected a non-negative integer, or 'forever' for no limit, got 'x'"
     ]
     assert str(error) == error.problems[0]
 
@@ -387,7 +388,8 @@ def test_error_message_with_relative_path(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     error = config_error(Path("overseer.yml"))
     assert str(error) == (
-        "overseer.yml: proc 'web': field 'retry': expected a non-negative integer, got 'x'"
+        "overseer.yml: proc 'web': field 'retry': "
+        "expected a non-negative integer, or 'forever' for no limit, got 'x'"
     )
 
 
@@ -395,9 +397,9 @@ def test_error_message_with_relative_path(tmp_path: Path, monkeypatch: pytest.Mo
     ("settings", "field", "fragment"),
     [
         ("cmd: x\n  retry: x", "retry", "non-negative integer"),
-        ("cmd: x\n  retry: -1", "retry", "non-negative integer, got -1"),
+        ("cmd: x\n  retry: -1", "retry", "for no limit, got -1"),
         ("cmd: x\n  retry: 1.5", "retry", "non-negative integer"),
-        ("cmd: x\n  retry: true", "retry", "non-negative integer, got True"),
+        ("cmd: x\n  retry: true", "retry", "for no limit, got True"),
         ("cmd: x\n  delay: -5", "delay", "non-negative number of milliseconds"),
         ("cmd: x\n  delay: soon", "delay", "got 'soon'"),
         ("cmd: x\n  delay: .inf", "delay", "non-negative number"),

@@ -10,7 +10,10 @@ objects and never starts anything.  Three formats are understood:
         cwd: ./public                      # relative to this file
         env: [GREETING=hi]                 # added to the inherited environment
         delay: 500                         # milliseconds before the first start
-        retry: 3                           # restarts after a failure
+        retry: 3                           # restarts after a failure ("forever": no limit)
+        restart: on-failure                # or always, never
+        success_codes: [0]                 # the exit codes that count as success
+        reset_after: 60                    # seconds up after which the restart count resets
         group: frontend
         stop_signal: SIGINT
         stop_timeout: 5                    # seconds before escalating to SIGKILL
@@ -81,6 +84,9 @@ _FIELDS: tuple[str, ...] = (
     "env",
     "delay",
     "retry",
+    "restart",
+    "success_codes",
+    "reset_after",
     "group",
     "stop_signal",
     "stop_timeout",
@@ -131,7 +137,9 @@ class ProcSpec:
     ``env`` only holds the variables the config adds on top of the inherited
     environment (with a project: the env files, ``PORT``, then the proc's
     own).  ``delay`` is in seconds (config files give milliseconds).
-    ``stop_timeout`` is None when the config leaves it to the supervisor.
+    ``retry`` is ``math.inf`` for ``retry: forever``.
+    ``stop_timeout`` and ``reset_after`` are None when the config leaves them
+    to the supervisor.
     ``script`` is the shell line as written when ``argv`` runs it with
     ``/bin/sh -c``.  ``type`` and ``instance`` name the proc an instance comes
     from (``web.2``: ``web`` and 2; 0 when not scaled); the project sets them.
@@ -142,7 +150,10 @@ class ProcSpec:
     cwd: str | None = None
     env: dict[str, str] = attrs.field(factory=dict, hash=False)
     delay: float = 0.0
-    retry: int = 0
+    retry: float = 0
+    restart: str = "on-failure"
+    success_codes: tuple[int, ...] = (0,)
+    reset_after: float | None = None
     group: str = ""
     stop_signal: int = int(signal.SIGTERM)
     stop_timeout: float | None = None
@@ -253,7 +264,13 @@ def describe(spec: ProcSpec, *, hide: Mapping[str, str] | None = None) -> str:
     if spec.delay:
         extras.append(f"delay={spec.delay:g}s")
     if spec.retry:
-        extras.append(f"retry={spec.retry}")
+        extras.append(f"retry={'forever' if math.isinf(spec.retry) else spec.retry}")
+    if spec.restart != "on-failure":
+        extras.append(f"restart={spec.restart}")
+    if spec.success_codes != (0,):
+        extras.append(f"success_codes={','.join(map(str, spec.success_codes))}")
+    if spec.reset_after is not None:
+        extras.append(f"reset_after={spec.reset_after:g}s")
     if spec.group:
         extras.append(f"group={_quote(spec.group)}")
     if spec.stop_signal != signal.SIGTERM:
@@ -695,7 +712,10 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
     cwd: str | None = check("cwd", lambda v: _parse_cwd(v, path), None)
     env: dict[str, str] = check("env", _parse_env, {})
     delay: float = check("delay", _parse_delay, 0.0)
-    retry: int = check("retry", _parse_retry, 0)
+    retry: float = check("retry", _parse_retry, 0)
+    restart: str = check("restart", _parse_restart, "on-failure")
+    success_codes: tuple[int, ...] = check("success_codes", _parse_success_codes, (0,))
+    reset_after: float | None = check("reset_after", _parse_reset_after, None)
     group: str = check("group", _parse_group, "")
     stop_signal: int = check("stop_signal", _parse_signal, int(signal.SIGTERM))
     stop_timeout: float | None = check("stop_timeout", _parse_stop_timeout, None)
@@ -708,6 +728,9 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
         env=env,
         delay=delay,
         retry=retry,
+        restart=restart,
+        success_codes=success_codes,
+        reset_after=reset_after,
         group=group,
         stop_signal=stop_signal,
         stop_timeout=stop_timeout,
@@ -838,11 +861,45 @@ def _non_negative_number(value: object, expected: str) -> float:
     return float(value)
 
 
-def _parse_retry(value: object) -> int:
-    """How many times to restart a failed proc."""
+def _parse_retry(value: object) -> float:
+    """How many times to restart a proc: a count, or ``forever`` (math.inf)."""
+    if value == "forever" or (isinstance(value, float) and value == math.inf):
+        return math.inf
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Invalid(f"expected a non-negative integer, got {_show(value)}")
+        raise _Invalid(
+            f"expected a non-negative integer, or 'forever' for no limit, got {_show(value)}"
+        )
     return value
+
+
+_RESTART_POLICIES = ("on-failure", "always", "never")
+
+
+def _parse_restart(value: object) -> str:
+    """Which ended runs are restarted."""
+    if value not in _RESTART_POLICIES:
+        # YAML 1.1 reads a bare `never`... as a string, but `no`/`off` as false.
+        raise _Invalid(f"expected one of {', '.join(_RESTART_POLICIES)}, got {_show(value)}")
+    assert isinstance(value, str)
+    return value
+
+
+def _parse_success_codes(value: object) -> tuple[int, ...]:
+    """The exit codes that count as success: a list (or a single code)."""
+    codes = value if isinstance(value, list) else [value]
+    for code in codes:
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
+            raise _Invalid(
+                f"expected a list of exit codes from 0 to 255, e.g. [0, 2], got {_show(value)}"
+            )
+    if not codes:
+        raise _Invalid("expected at least one exit code, e.g. [0]")
+    return tuple(codes)
+
+
+def _parse_reset_after(value: object) -> float:
+    """Seconds a run must stay up for the restart count to start again."""
+    return _non_negative_number(value, "a non-negative number of seconds")
 
 
 def _parse_shell(value: object) -> bool:

@@ -5,20 +5,27 @@ section (supervisord) per proc and instance, each with its command, working
 directory, environment (the env files, ``PORT``, its own), stop signal and
 stop timeout, after which the whole group is killed (systemd
 ``KillMode=control-group``; supervisord ``stopasgroup`` and
-``killasgroup``), and a restart policy from ``retry``.
+``killasgroup``), and a restart policy from ``retry``, ``restart`` and
+``success_codes``.
 
 What the init systems cannot say exactly:
 
-* ``retry: N`` (N restarts after failures, with backoff) becomes systemd's
-  ``Restart=on-failure`` with at most N restarts an hour
-  (``StartLimitBurst``), and supervisord's ``autorestart=unexpected``, which
-  restarts without limit;
+* ``retry: N`` (N restarts, with backoff) becomes systemd's ``Restart=``
+  (``on-failure``, or ``always`` for ``restart: always``) with at most N
+  restarts an hour (``StartLimitBurst``; none for ``retry: forever``), and
+  supervisord's ``autorestart=unexpected`` (``true`` for ``restart:
+  always``), which restarts without limit; ``restart: never`` or no
+  ``retry`` restarts nothing.  ``success_codes`` become systemd's
+  ``SuccessExitStatus`` (0 always counts there) and supervisord's
+  ``exitcodes``.  ``reset_after`` has no equivalent (systemd forgets
+  restarts older than the hour of ``StartLimitIntervalSec``);
 * ``delay`` becomes ``ExecStartPre=/bin/sleep`` (systemd) and is left out
   for supervisord, which has no start delay.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -35,6 +42,8 @@ __all__ = ["FORMATS", "ExportFile", "app_name", "render"]
 FORMATS = ("systemd", "supervisord")
 _DEFAULT_STOP_TIMEOUT = 5.0  # the Overseer's, used when a proc sets none
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_AUTORESTART = {"on-failure": "unexpected", "always": "true"}  # supervisord's
+_MANY = 2**31 - 1  # supervisord's startretries for `retry: forever` (it takes an int)
 
 
 @attrs.frozen
@@ -77,6 +86,11 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
+def _restarts(spec: ProcSpec) -> bool:
+    """Whether the proc is ever restarted."""
+    return bool(spec.retry) and spec.restart != "never"
+
+
 # -- systemd ------------------------------------------------------------------
 
 
@@ -107,8 +121,10 @@ def _systemd(specs: Sequence[ProcSpec], *, app: str, user: str | None) -> list[E
             f"PartOf={app}.target",
             "After=network.target",
         ]
-        if spec.retry:
-            lines += ["StartLimitIntervalSec=3600", f"StartLimitBurst={spec.retry + 1}"]
+        if _restarts(spec) and math.isinf(spec.retry):
+            lines.append("StartLimitIntervalSec=0")  # no limit
+        elif _restarts(spec):
+            lines += ["StartLimitIntervalSec=3600", f"StartLimitBurst={int(spec.retry) + 1}"]
         lines += ["", "[Service]", "Type=simple"]
         if user:
             lines.append(f"User={_unit_text(user)}")
@@ -125,9 +141,13 @@ def _systemd(specs: Sequence[ProcSpec], *, app: str, user: str | None) -> list[E
             f"KillSignal={signal_name(spec.stop_signal)}",
             f"TimeoutStopSec={_seconds(stop_timeout)}",
             "SendSIGKILL=yes",
-            f"Restart={'on-failure' if spec.retry else 'no'}",
+            f"Restart={spec.restart if _restarts(spec) else 'no'}",
             "RestartSec=1",
-            "",
+        ]
+        success = [str(code) for code in spec.success_codes if code != 0]
+        if success:
+            lines.append(f"SuccessExitStatus={' '.join(success)}")
+        lines += [            "",
             "[Install]",
             f"WantedBy={app}.target",
             "",
@@ -185,9 +205,9 @@ def _supervisord(
         lines += [
             "autostart=true",
             "startsecs=0",
-            f"autorestart={'unexpected' if spec.retry else 'false'}",
-            "exitcodes=0",
-            f"startretries={spec.retry}",
+            f"autorestart={_AUTORESTART[spec.restart] if _restarts(spec) else 'false'}",
+            f"exitcodes={','.join(map(str, spec.success_codes))}",
+            f"startretries={_MANY if math.isinf(spec.retry) else int(spec.retry)}",
             f"stopsignal={signal_name(spec.stop_signal).removeprefix('SIG')}",
             f"stopwaitsecs={max(1, round(stop_timeout))}",
             # The whole process group gets the stop signal, and SIGKILL.

@@ -99,6 +99,9 @@ def add_procs(ovr: Overseer, specs: Sequence[ProcSpec]) -> list[str]:
 
 def add_proc(ovr: Overseer, spec: ProcSpec) -> None:
     """Register `spec` with `ovr` (TypeError or ValueError if the Overseer refuses it)."""
+    options: dict[str, Any] = {}
+    if spec.reset_after is not None:
+        options["reset_after"] = spec.reset_after
     ovr.add(
         spec.id,
         spec.argv[0],
@@ -108,6 +111,9 @@ def add_proc(ovr: Overseer, spec: ProcSpec) -> None:
         env={**os.environ, **spec.env} if spec.env else None,
         delay_start=spec.delay,
         retry_times=spec.retry,
+        restart=spec.restart,
+        success_codes=spec.success_codes,
+        **options,
         stop_signal=spec.stop_signal,
         stop_timeout=spec.stop_timeout,
     )
