@@ -113,7 +113,7 @@ async def overseer() -> None:
     with trio.CancelScope() as scope:
         async with open_overseer(stop_timeout=0.5) as ovr:
             for kind, (code, _) in KINDS.items():
-                ovr.add(kind, sys.executable, ["-c", code], env=env(kind))
+                ovr.add(kind, sys.executable, ["-c", code], env=env(kind), pty=MODE == "pty")
                 await ovr.start(kind)
             await all_up()
             await end_in_body(scope)
@@ -131,7 +131,7 @@ async def raw() -> None:
 
 
 try:
-    trio.run(overseer if MODE == "overseer" else raw)
+    trio.run(raw if MODE == "raw" else overseer)
 except (RuntimeError, KeyboardInterrupt):
     pass
 """
@@ -157,7 +157,11 @@ def kill_all(pids: list[int]) -> None:
 
 
 def run_scenario(mode: str, way: str, *, grace: float = 2.0) -> list[int]:
-    """Run one scenario; return the pids that survived it (after killing them)."""
+    """Run one scenario; return the pids that survived it (after killing them).
+
+    `mode`: "raw" (trio.run_process), "overseer", or "pty" (the overseer, every
+    proc with ``pty=True``).
+    """
     mark = uuid.uuid4().hex
     here = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "PYTHONPATH": os.path.dirname(here)}

@@ -116,10 +116,14 @@ async def scenario_no_fds_left() -> dict[str, Any]:
     found: dict[str, Any] = {}
     async with with_other() as ovr:
         ovr.add("victim", PY, EXIT_0)
+        ovr.add("pty_victim", PY, EXIT_0, pty=True)
         ovr.add("sleeper", PY, PRINT_SIGNALS)
+        ovr.add("pty_sleeper", PY, PRINT_SIGNALS, pty=True)
         with trio.fail_after(T):
             await ovr.start("sleeper")
             await ovr.wait_for_log("sleeper", "^ready$")
+            await ovr.start("pty_sleeper")
+            await ovr.wait_for_log("pty_sleeper", "^ready$")
         hog = []
         try:
             while True:  # every fd, until the OS says no
@@ -130,16 +134,28 @@ async def scenario_no_fds_left() -> dict[str, Any]:
                     break
             found["hogged"] = len(hog)
             found["fatal"] = (await start_fatal(ovr, "victim")).error
+            found["pty_fatal"] = (await start_fatal(ovr, "pty_victim")).error
+            # One fd free: openpty gets its master, not its slave; the master
+            # must not leak (the free fd is free again after).
+            os.close(hog.pop())
+            found["pty_fatal_one_free"] = (await start_fatal(ovr, "pty_victim")).error
+            hog.append(os.open(os.devnull, os.O_RDONLY))
             with trio.fail_after(T):
                 await still_supervised(ovr, signal.SIGUSR1)
                 ovr.stop("sleeper")  # stopping needs no new fd
                 final = await ovr.wait_for_state("sleeper", *FINAL)
+                ovr.signal("pty_sleeper", signal.SIGUSR1)  # its pty still flows
+                await ovr.wait_for_log("pty_sleeper", "^got SIGUSR1$")
+                ovr.stop("pty_sleeper")
+                pty_final = await ovr.wait_for_state("pty_sleeper", *FINAL)
             found["sleeper"] = [final.state.value, final.exit_code]
+            found["pty_sleeper"] = [pty_final.state.value, pty_final.exit_code]
         finally:
             for fd in hog:
                 os.close(fd)
         with trio.fail_after(T):  # fds are back: it starts again
             found["after"] = await ovr.supervise("victim")
+            found["pty_after"] = await ovr.supervise("pty_victim")
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return found
 
@@ -180,6 +196,11 @@ def test_no_fds_left() -> None:
     assert "Too many open files" in found["fatal"], found
     assert found["sleeper"] == ["interrupted", -signal.SIGTERM]
     assert found["after"] == 0
+    for fatal in (found["pty_fatal"], found["pty_fatal_one_free"]):
+        assert "no pseudo-terminal could be opened for pty=True" in fatal, found
+        assert "Too many open files" in fatal and "RLIMIT_NOFILE" in fatal, found
+    assert found["pty_sleeper"] == ["interrupted", -signal.SIGTERM]
+    assert found["pty_after"] == 0
 
 
 def _can_become_nobody() -> bool:

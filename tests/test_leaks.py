@@ -5,7 +5,7 @@ children under trio_overseer in a subprocess, 9 processes in all (a sleeper,
 a grandchild ignoring SIGTERM in the group, a double-forked grandchild, a
 setsid'd grandchild, a child ignoring SIGTERM, a child that closed its
 stdout), ends the program one way, and counts the survivors by the marker
-every one of them inherited.
+every one of them inherited; then again with every proc on a pty (``pty=True``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,17 @@ from leak_scenarios import KINDS, WAYS, kill_all, marked_alive, run_scenario, su
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
 
-@pytest.mark.parametrize("way", WAYS)
-def test_nothing_survives(way: str) -> None:
-    survivors = run_scenario("overseer", way)
-    assert survivors == [], f"{len(survivors)} processes survived {way}"
+# With pty=True, the ways that take each path once: the block's own cleanup,
+# the signal handler's, and the watchdog's (the program SIGKILLed).
+_PTY_WAYS = ["exception", "SIGTERM", "SIGKILL"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "way"), [("overseer", way) for way in WAYS] + [("pty", way) for way in _PTY_WAYS]
+)
+def test_nothing_survives(mode: str, way: str) -> None:
+    survivors = run_scenario(mode, way)
+    assert survivors == [], f"{len(survivors)} processes survived {way} ({mode})"
 
 
 INNER_TEST = """

@@ -293,18 +293,20 @@ async def test_silent_proc_gets_the_block_buffering_hint() -> None:
         ovr.add("buf", PY, BLOCK_BUFFERED(), ready_line="^ready$", ready_timeout=1)
         with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
             await ovr.start("buf")
-        # The fix it names works: -u.
+        # The fixes it names work: -u, and a terminal.
         ovr.add("unbuf", PY, BLOCK_BUFFERED("-u"), ready_line="^ready$", ready_timeout=T)
+        ovr.add("pty", PY, BLOCK_BUFFERED(), ready_line="^ready$", ready_timeout=T, pty=True)
         with trio.fail_after(T):
             await ovr.start("unbuf")
+            await ovr.start("pty")
     message = str(caught.value)
     assert message.startswith("proc 'buf' was not ready within 1 s: ")
     assert message.endswith(
         "it printed nothing; if it did print, its output may still sit in a block buffer: "
         "its stdout is a pipe, not a terminal, so most programs flush it only every few KiB "
         "or at exit. Make it line-buffered: 'python -u' or PYTHONUNBUFFERED=1 for Python, "
-        "'stdbuf -oL <command>' for C programs using stdio (a later release of trio_overseer "
-        "adds a pty mode, pty=True, for programs that only line-buffer a terminal)"
+        "'stdbuf -oL <command>' for C programs using stdio; or give it a terminal with "
+        "pty=True, for programs that only line-buffer a terminal"
     )
 
 

@@ -44,9 +44,10 @@ import trio
 
 from ._errors import CmdAlreadyStartedError
 from ._output import LineSplitter
+from ._pty import DEFAULT_SIZE, check_pty_option
 from ._records import STDERR, STDOUT, Status
 from ._signals import describe_signal, parse_signal
-from ._spawn import ChildProcess, group_exists, signal_group, spawn
+from ._spawn import ChildProcess, Reader, group_exists, signal_group, spawn
 from ._state import FINAL_STATES, RUNNING_STATES, State, StateMachine, Trigger, exit_trigger
 from ._sweep import TAG_VAR, Scanner
 
@@ -228,6 +229,10 @@ class Cmd:
     delay_start: float = attrs.field(default=0.0, kw_only=True, validator=_non_negative)
     # An int, or math.inf (no limit).
     retry_times: float = attrs.field(default=0, kw_only=True, validator=_check_retries)
+    # True or (columns, rows): stdout and stderr are one pseudo-terminal (see _pty).
+    pty: bool | tuple[int, int] = attrs.field(
+        default=False, kw_only=True, converter=check_pty_option
+    )
 
     stdout: trio.MemoryReceiveChannel[str] | None = attrs.field(init=False, default=None)
     stderr: trio.MemoryReceiveChannel[str] | None = attrs.field(init=False, default=None)
@@ -452,10 +457,15 @@ class Cmd:
         self._tag = f"{self._tag_prefix or secrets.token_hex(6)}.{secrets.token_hex(6)}"
         self._fire(Trigger.START)
         capture = self.buffered or self.streaming or self._on_output is not None
+        pty = None if self.pty is False else DEFAULT_SIZE if self.pty is True else self.pty
         self._spawning = True
         try:
             proc, out, err = await spawn(
-                [self.name, *self.args], cwd=self.dir, env=self._child_env(), capture=capture
+                [self.name, *self.args],
+                cwd=self.dir,
+                env=self._child_env(),
+                capture=capture,
+                pty=pty,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self._error = self._spawn_error(exc)
@@ -491,12 +501,7 @@ class Cmd:
             cause = str(exc)
         return f"cannot start {self.name!r}{where}: {cause}"
 
-    async def _watch(
-        self,
-        proc: ChildProcess,
-        out: trio.lowlevel.FdStream | None,
-        err: trio.lowlevel.FdStream | None,
-    ) -> None:
+    async def _watch(self, proc: ChildProcess, out: Reader | None, err: Reader | None) -> None:
         pumps = [(out, STDOUT, trio.CancelScope(shield=True))]
         pumps.append((err, STDERR, trio.CancelScope(shield=True)))
         async with trio.open_nursery() as nursery:
@@ -587,9 +592,7 @@ class Cmd:
             await trio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
 
-    async def _pump(
-        self, stream: trio.lowlevel.FdStream, kind: int, scope: trio.CancelScope
-    ) -> None:
+    async def _pump(self, stream: Reader, kind: int, scope: trio.CancelScope) -> None:
         """Read one pipe to EOF (or the drain deadline), emitting whole lines."""
         splitter = LineSplitter(self.line_buffer_size)
         emit = self._emit

@@ -241,6 +241,7 @@ class Overseer:
         buffered: bool = False,
         stop_signal: int = _signal.SIGTERM,
         stop_timeout: float | None = None,
+        pty: bool | tuple[int, int] = False,
         ready_line: str | re.Pattern[str] | None = None,
         ready_port: int | tuple[str, int] | None = None,
         ready_url: str | None = None,
@@ -253,6 +254,11 @@ class Overseer:
         Each restart and each new supervision runs a fresh `Cmd.clone()`: the
         returned one is the first run only.  To follow every run, use
         `status`, `watch_state` or `subscribe_states`, not this Cmd.
+
+        With ``pty=True`` (or ``pty=(columns, rows)``; 80x24 by default) the
+        proc's stdout and stderr are one pseudo-terminal: programs that
+        buffer into pipes print line by line, in colour; every line comes as
+        stdout.
 
         The ``ready_*`` options declare how `start()` knows the proc is ready
         (a line matching a regex on stdout/stderr, a TCP port accepting
@@ -291,6 +297,7 @@ class Overseer:
                 stop_timeout=self.stop_timeout if stop_timeout is None else stop_timeout,
                 delay_start=delay_start,
                 retry_times=retry_times,
+                pty=pty,
             )
             rules = make_rules(
                 restart=restart, success_codes=success_codes, reset_after=reset_after
@@ -840,7 +847,7 @@ class Overseer:
                 return found
         result: LogMsg = await self._wait(self._log_waiters, _Waiter(id, match), timeout)
         if result is None:
-            hint = "" if rec.tail else f"; it printed nothing: {SILENT_HINT}"
+            hint = "" if rec.tail or rec.cmd.pty else f"; it printed nothing: {SILENT_HINT}"
             raise TimeoutError(
                 f"proc {id!r} printed no line matching {regex.pattern!r} within {timeout} s "
                 f"(it is {rec.cmd.state.value}){hint}"

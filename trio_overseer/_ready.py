@@ -441,7 +441,7 @@ def _message(
     waiting = "; ".join(f"{p.what} ({p.seen})" if p.seen else p.what for p in pending)
     tail = ovr._procs[id].tail
     output = format_tail(tail)
-    if not tail and any(p.line for p in pending):
+    if not tail and any(p.line for p in pending) and not ovr._procs[id].cmd.pty:
         output += f"; {SILENT_HINT}"
     return f"{what}: still waiting for {waiting}\n{output}"
 
@@ -451,9 +451,8 @@ SILENT_HINT = (
     "if it did print, its output may still sit in a block buffer: its stdout is a "
     "pipe, not a terminal, so most programs flush it only every few KiB or at exit. "
     "Make it line-buffered: 'python -u' or PYTHONUNBUFFERED=1 for Python, "
-    "'stdbuf -oL <command>' for C programs using stdio (a later release of "
-    "trio_overseer adds a pty mode, pty=True, for programs that only line-buffer "
-    "a terminal)"
+    "'stdbuf -oL <command>' for C programs using stdio; or give it a terminal "
+    "with pty=True, for programs that only line-buffer a terminal"
 )
 
 

@@ -24,10 +24,14 @@ from functools import partial
 import trio
 
 from . import _posix_spawn, _procfs
+from ._pty import PtyStream, open_pty
 
 _HAS_PIDFD = hasattr(os, "pidfd_open")
 _HAS_KQUEUE = hasattr(select, "kqueue")
 _POSIX_SPAWN = _posix_spawn.load()  # None: Popen it is (read-only once loaded)
+
+#: What a child's output is read from: a pipe, or the master of its pty.
+Reader = trio.lowlevel.FdStream | PtyStream
 
 
 class ChildProcess:
@@ -156,11 +160,14 @@ async def spawn(
     cwd: str | None,
     env: Mapping[bytes, bytes] | None,
     capture: bool,
-) -> tuple[ChildProcess, trio.lowlevel.FdStream | None, trio.lowlevel.FdStream | None]:
+    pty: tuple[int, int] | None = None,
+) -> tuple[ChildProcess, Reader | None, Reader | None]:
     """Start `argv` as the leader of a new process group, stdin from /dev/null.
 
     With `capture`, stdout and stderr are pipes whose read ends are returned;
-    otherwise they go to /dev/null.  No other descriptor is inherited.
+    otherwise they go to /dev/null.  With `pty` (its columns and rows), both
+    are the slave of one new pseudo-terminal (see `_pty`) and only the
+    master is returned, as stdout.  No other descriptor is inherited.
 
     The calling thread waits until the child has reached its exec, which on
     a busy machine takes milliseconds (a new task queues for a CPU).  When
@@ -177,9 +184,10 @@ async def spawn(
 
     Raises:
       OSError: the OS refused (missing file, not executable, bad cwd, no fds
-        or processes left), as `subprocess.Popen` reports it.
+        or processes left), as `subprocess.Popen` reports it;
+        `PtyUnavailableError` when no pty could be opened.
     """
-    start = partial(_start, argv, cwd, env, capture)
+    start = partial(_start, argv, cwd, env, capture, pty)
     spawns = _RunSpawns.current()
     busy = spawns.live or trio.lowlevel.current_statistics().tasks_runnable
     if _POSIX_SPAWN is not None and busy:
@@ -199,27 +207,38 @@ async def spawn(
     else:
         child, out_r, err_r = start()
     child._count_in(spawns)
-    if out_r is None or err_r is None:
+    if out_r is None:
         return child, None, None
+    if pty is not None:
+        return child, PtyStream(out_r), None
+    assert err_r is not None
     return child, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r)
 
 
 def _start(
-    argv: Sequence[str], cwd: str | None, env: Mapping[bytes, bytes] | None, capture: bool
+    argv: Sequence[str],
+    cwd: str | None,
+    env: Mapping[bytes, bytes] | None,
+    capture: bool,
+    pty: tuple[int, int] | None,
 ) -> tuple[ChildProcess, int | None, int | None]:
-    """`spawn` without Trio (safe in a worker thread): the child and the pipes' read ends."""
+    """`spawn` without Trio (safe in a worker thread): the child and the read ends."""
     fds: list[int] = []
     out_r: int | None = None
     err_r: int | None = None
     out_w: int | None = None
     err_w: int | None = None
     try:
-        if capture:
+        if pty is not None:
+            out_r, out_w = open_pty(pty)
+            fds += (out_r, out_w)
+            err_w = out_w  # stderr merged into stdout: one terminal, as in a shell
+        elif capture:
             out_r, out_w = _pipe()
             fds += (out_r, out_w)
             err_r, err_w = _pipe()
             fds += (err_r, err_w)
-        if _POSIX_SPAWN is not None and (not capture or min(out_w or 0, err_w or 0) >= 3):
+        if _POSIX_SPAWN is not None and (out_w is None or min(out_w, err_w or 0) >= 3):
             pid = _POSIX_SPAWN.spawn(argv, cwd=cwd, env=env, stdout=out_w, stderr=err_w)
             child = ChildProcess(pid)
         else:  # no posix_spawn here, or our stdout/stderr were closed: Popen sorts it out
@@ -239,7 +258,7 @@ def _start(
         for fd in fds:
             os.close(fd)
         raise
-    for end in (out_w, err_w):
+    for end in {out_w, err_w}:  # the child's ends (a pty's slave once): only it holds them
         if end is not None:
             os.close(end)
     return child, out_r, err_r
