@@ -17,6 +17,7 @@ objects and never starts anything.  Three formats are understood:
         group: frontend
         stop_signal: SIGINT
         stop_timeout: 5                    # seconds before escalating to SIGKILL
+        pty: true                          # stdout and stderr on a terminal (merged)
 
 * TOML (``overseer.toml``), the same keys under ``[procs.ID]`` tables.
 * Procfile (``name: command`` lines, as honcho and foreman read them): each
@@ -92,6 +93,7 @@ _FIELDS: tuple[str, ...] = (
     "stop_timeout",
     "shell",
     "scale",
+    "pty",
 )
 
 _Format = Literal["yaml", "toml", "procfile"]
@@ -139,7 +141,7 @@ class ProcSpec:
     own).  ``delay`` is in seconds (config files give milliseconds).
     ``retry`` is ``math.inf`` for ``retry: forever``.
     ``stop_timeout`` and ``reset_after`` are None when the config leaves them
-    to the supervisor.
+    to the supervisor.  ``pty``: stdout and stderr on a pseudo-terminal.
     ``script`` is the shell line as written when ``argv`` runs it with
     ``/bin/sh -c``.  ``type`` and ``instance`` name the proc an instance comes
     from (``web.2``: ``web`` and 2; 0 when not scaled); the project sets them.
@@ -162,6 +164,7 @@ class ProcSpec:
     scale: int = 1
     type: str = ""
     instance: int = 0
+    pty: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -277,6 +280,8 @@ def describe(spec: ProcSpec, *, hide: Mapping[str, str] | None = None) -> str:
         extras.append(f"stop_signal={signal_name(spec.stop_signal)}")
     if spec.stop_timeout is not None:
         extras.append(f"stop_timeout={spec.stop_timeout:g}s")
+    if spec.pty:
+        extras.append("pty")
     if spec.script is not None:
         command = (
             f"sh -c: {spec.script}" if spec.script.isprintable() else f"sh -c {_quote(spec.script)}"
@@ -719,6 +724,7 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
     group: str = check("group", _parse_group, "")
     stop_signal: int = check("stop_signal", _parse_signal, int(signal.SIGTERM))
     stop_timeout: float | None = check("stop_timeout", _parse_stop_timeout, None)
+    pty: bool = check("pty", _parse_pty, False)
     if len(problems.messages) != before:
         return None
     return ProcSpec(
@@ -734,6 +740,7 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
         group=group,
         stop_signal=stop_signal,
         stop_timeout=stop_timeout,
+        pty=pty,
         source=str(path),
         script=script,
         scale=scale,
@@ -904,6 +911,13 @@ def _parse_reset_after(value: object) -> float:
 
 def _parse_shell(value: object) -> bool:
     """Whether ``cmd`` is a shell line for ``/bin/sh -c`` (as in a Procfile)."""
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _parse_pty(value: object) -> bool:
+    """Whether stdout and stderr are a pseudo-terminal (``add(..., pty=True)``)."""
     if not isinstance(value, bool):
         raise _Invalid(f"expected true or false, got {_show(value)}")
     return value

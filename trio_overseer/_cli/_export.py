@@ -20,7 +20,8 @@ What the init systems cannot say exactly:
   ``exitcodes``.  ``reset_after`` has no equivalent (systemd forgets
   restarts older than the hour of ``StartLimitIntervalSec``);
 * ``delay`` becomes ``ExecStartPre=/bin/sleep`` (systemd) and is left out
-  for supervisord, which has no start delay.
+  for supervisord, which has no start delay;
+* ``pty`` is left out: their programs write to the journal or a log file.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, TextIO
@@ -167,6 +168,13 @@ class Printer:
             when = datetime.datetime.fromtimestamp(second)
             self._clock = (second, when.strftime(self.timestamp_format))
         return self._clock
+
+    def head_width(self) -> int:
+        """How many columns the prefix of a line takes on a terminal (0: none)."""
+        if self.json_lines or not self.prefix:
+            return 0
+        hhmmss = self._hhmmss(time.time())[1]
+        return (len(hhmmss) + 1 if hhmmss else 0) + self.width + len(" !| ")
 
     def _head(self, id: str, mark: str, hhmmss: str) -> str:
         """``HH:MM:SS id   <mark>| ``, coloured when asked."""

@@ -79,7 +79,9 @@ _STUCK_OUTPUT = 2.0  # seconds a stdout may take nothing, once a signal ends the
 _MESSAGES_GRACE = 1.0  # seconds for our last messages to reach stderr
 
 
-def add_procs(ovr: Overseer, specs: Sequence[ProcSpec]) -> list[str]:
+def add_procs(
+    ovr: Overseer, specs: Sequence[ProcSpec], *, pty_size: tuple[int, int] | None = None
+) -> list[str]:
     """Register `specs` with `ovr` as ``start`` does; the problems, each naming file and proc.
 
     ``check`` runs this too (on an Overseer that starts nothing), so that it
@@ -88,7 +90,7 @@ def add_procs(ovr: Overseer, specs: Sequence[ProcSpec]) -> list[str]:
     problems = []
     for spec in specs:
         try:
-            add_proc(ovr, spec)
+            add_proc(ovr, spec, pty_size=pty_size)
         except (TypeError, ValueError) as exc:
             message = str(exc)
             if not message.startswith(f"proc {spec.id!r}"):
@@ -97,8 +99,11 @@ def add_procs(ovr: Overseer, specs: Sequence[ProcSpec]) -> list[str]:
     return problems
 
 
-def add_proc(ovr: Overseer, spec: ProcSpec) -> None:
-    """Register `spec` with `ovr` (TypeError or ValueError if the Overseer refuses it)."""
+def add_proc(ovr: Overseer, spec: ProcSpec, *, pty_size: tuple[int, int] | None = None) -> None:
+    """Register `spec` with `ovr` (TypeError or ValueError if the Overseer refuses it).
+
+    A proc with ``pty: true`` gets a terminal of `pty_size` (None: 80x24).
+    """
     options: dict[str, Any] = {}
     if spec.reset_after is not None:
         options["reset_after"] = spec.reset_after
@@ -116,6 +121,7 @@ def add_proc(ovr: Overseer, spec: ProcSpec) -> None:
         **options,
         stop_signal=spec.stop_signal,
         stop_timeout=spec.stop_timeout,
+        pty=(pty_size or True) if spec.pty else False,
     )
 
 
@@ -238,7 +244,8 @@ class Instance:
     async def _supervise_all(self, send: trio.MemorySendChannel[Any]) -> None:
         async with open_overseer(handle_signals=False) as ovr:
             self._ovr = ovr
-            problems = add_procs(ovr, [slot.spec for slot in self._slots.values()])
+            specs = [slot.spec for slot in self._slots.values()]
+            problems = add_procs(ovr, specs, pty_size=self._pty_size())
             if problems:  # what the config layer let through (`check` says the same)
                 for problem in problems:
                     self._say(problem)
@@ -264,7 +271,22 @@ class Instance:
                 services.cancel_scope.cancel()
 
     def _add(self, spec: ProcSpec) -> None:
-        add_proc(self.ovr, spec)
+        add_proc(self.ovr, spec, pty_size=self._pty_size())
+
+    def _pty_size(self) -> tuple[int, int] | None:
+        """The terminal of a ``pty: true`` proc: the width our stdout's terminal
+        leaves after the prefix of each line (at least 20 columns), and its
+        height.  None (80x24) when stdout is no terminal or does not say.
+        """
+        try:
+            if not self._out.isatty():
+                return None
+            columns, rows = os.get_terminal_size(self._out.fileno())
+        except (AttributeError, OSError, ValueError):  # replaced, closed or a file
+            return None
+        if columns <= 0 or rows <= 0:
+            return None
+        return (min(max(columns - self.printer.head_width(), 20), 0xFFFF), min(rows, 0xFFFF))
 
     async def _supervise(self, id: str, ready: trio.Event | None = None) -> None:
         """Supervise `id` unless it is already, or should not be (re)started.
