@@ -4,7 +4,8 @@ Hypothesis draws a *program*, a short list of operations (add, remove,
 start, supervise in the background, stop, kill, signal, stop_all, subscribe,
 unsubscribe, close a subscriber's receive side, drain a subscriber, pause,
 settle), and each example runs it under its own ``trio.run`` against one
-``open_overseer()`` block, with processes from the zoo of ``zoo.py``.  A
+``open_overseer()`` block, with processes from the zoo of ``zoo.py``
+(each on pipes or, as drawn, on a pty: ``pty=True``).  A
 shrunk failure reads as the program itself, one Python-like line per step.
 
 The oracle is exact whatever the timing, because it never guesses: one
@@ -130,11 +131,13 @@ class Add(Op):
     id: str
     kind: str  # a ZOO key, or "" for an empty executable
     retry_times: int = 0
+    pty: bool = False
 
     def __str__(self) -> str:
         what = f"*{self.kind}" if self.kind else "''"
         retry = f", retry_times={self.retry_times}" if self.retry_times else ""
-        return f"ovr.add({self.id!r}, {what}{retry})"
+        pty = ", pty=True" if self.pty else ""
+        return f"ovr.add({self.id!r}, {what}{retry}{pty})"
 
     async def apply(self, ex: Executor) -> None:
         ex.add(self)
@@ -327,9 +330,9 @@ class Programs(RuleBasedStateMachine):
     def _op(self, op: Op) -> None:
         self.ops.append(op)
 
-    @initialize(target=procs, kind=KINDS, retry_times=st.integers(0, 2))
-    def add_a(self, kind: str, retry_times: int) -> str:
-        self._op(Add("a", kind, retry_times))
+    @initialize(target=procs, kind=KINDS, retry_times=st.integers(0, 2), pty=st.booleans())
+    def add_a(self, kind: str, retry_times: int, pty: bool) -> str:
+        self._op(Add("a", kind, retry_times, pty))
         return "a"
 
     @rule(
@@ -337,9 +340,10 @@ class Programs(RuleBasedStateMachine):
         id=st.sampled_from(["b", "a", "c", ""]),
         kind=st.one_of(KINDS, st.just("")),
         retry_times=st.integers(0, 2),
+        pty=st.booleans(),
     )
-    def add(self, id: str, kind: str, retry_times: int) -> str:
-        self._op(Add(id, kind, retry_times))
+    def add(self, id: str, kind: str, retry_times: int, pty: bool) -> str:
+        self._op(Add(id, kind, retry_times, pty))
         return id
 
     @rule(id=procs, settle=st.booleans())
@@ -445,6 +449,7 @@ class Reg:
     kind_name: str
     kind: Kind
     retry_times: int
+    pty: bool = False  # stdout and stderr one terminal: every line is stdout
     busy: bool = False  # a supervision is in progress
     stop_requested: bool = False  # in the current supervision
     stopped: bool = False  # stop() since the last start: status() shows retry_times 0
@@ -586,7 +591,10 @@ class Executor:
                 assert info.error is None, info
             else:
                 assert info.error is not None and kind.outcome.error in info.error, info
-        if not run.touched and kind.lines is not None:
+        if reg.pty:
+            assert not run.err, f"{reg.kind_name} on a pty printed on stderr: {run.err!r}"
+        # On a pty, stderr is merged into stdout: exact only where it has nothing.
+        if not run.touched and kind.lines is not None and not (reg.pty and kind.lines[1]):
             assert (tuple(run.out), tuple(run.err)) == kind.lines, (
                 f"{reg.kind_name} printed {run.out[:5]!r}... / {run.err!r}"
             )
@@ -659,9 +667,16 @@ class Executor:
         else:
             error = None
         with self.expect(error, str(op)):
-            self.ovr.add(op.id, kind.exec, kind.args, retry_times=op.retry_times, stop_timeout=None)
+            self.ovr.add(
+                op.id,
+                kind.exec,
+                kind.args,
+                retry_times=op.retry_times,
+                stop_timeout=None,
+                pty=op.pty,
+            )
         if error is None:
-            self.regs[op.id] = Reg(op.id, op.kind, kind, op.retry_times)
+            self.regs[op.id] = Reg(op.id, op.kind, kind, op.retry_times, pty=op.pty)
         self.sync()
 
     def remove(self, id: str) -> None:
