@@ -33,6 +33,7 @@ from children import (
     exit_with,
     pid_alive,
     python,
+    wait_pid_gone,
 )
 
 from trio_overseer import (
@@ -50,6 +51,7 @@ from trio_overseer import (
     ProcRunningError,
     State,
     UnknownProcError,
+    _procfs,
     open_overseer,
 )
 
@@ -1255,6 +1257,30 @@ async def test_supervise_all_without_block(tmp_path: Path) -> None:
     assert ovr.status("ok").state is State.FINISHED
 
 
+def watchdogs_of(ovr: Overseer) -> list[int]:
+    """The watchdog processes of `ovr` (they carry its token on their command line)."""
+    token = ovr._lifetime.token
+    return [pid for pid in _procfs.pids() if token in _procfs.cmdline(pid) and pid_alive(pid)]
+
+
+async def test_nothing_outlives_supervise_without_a_block() -> None:
+    # The one shutdown path ends a supervise() without a block as it ends the
+    # block: the watchdog is dismissed with the last supervision, and comes
+    # back with the next one.
+    ovr = Overseer(handle_signals=False)
+    with trio.fail_after(T):
+        for id in ("first", "second"):
+            ovr.add(id, PY, SLEEP_FOREVER)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ovr.supervise, id)
+                await ovr.wait_for_log(id, "ready")
+                assert len(watchdogs_of(ovr)) == 1
+                ovr.stop(id)
+            for pid in watchdogs_of(ovr):  # it exits once told goodbye
+                await wait_pid_gone(pid)
+            assert not ovr.is_running()
+
+
 async def test_is_running_while_supervising() -> None:
     ovr = Overseer(handle_signals=False)
     ovr.add("p", PY, SLEEP_FOREVER)
@@ -1348,6 +1374,19 @@ async def test_block_exit_by_cancellation_stops_everything() -> None:
                 await trio.sleep_forever()
         assert scope.cancelled_caught
     check_all_stopped(ovr, pids)
+
+
+async def test_block_exit_stops_a_supervise_running_outside_it() -> None:
+    # The block owns its procs: leaving it ends a supervise() that runs in a
+    # task of an outer nursery too (it then returns the run's exit code).
+    with trio.fail_after(T):
+        async with trio.open_nursery() as outside:
+            async with overseer(stop_timeout=0.3) as ovr:
+                ovr.add("p", PY, SLEEP_FOREVER)
+                outside.start_soon(ovr.supervise, "p")
+                await ovr.wait_for_log("p", "ready")
+            assert ovr.status("p").state is State.INTERRUPTED
+            assert not ovr.is_running()
 
 
 async def test_block_exit_cancels_pending_restart() -> None:

@@ -424,12 +424,12 @@ async def test_trios_keyboard_interrupt_handler_counts_as_the_default() -> None:
     # the block may take it.  A handler the application opens is not.
     from trio._core._run import GLOBAL_RUN_CONTEXT
 
-    from trio_overseer._overseer import _left_to_default
+    from trio_overseer._lifetime import takeable_signals
 
     ki_handler = GLOBAL_RUN_CONTEXT.runner.ki_manager.handler
     if ki_handler is None or signal.getsignal(signal.SIGINT) is not ki_handler:
         pytest.skip("pytest runs with SIGINT not at its default (started in the background?)")
-    assert _left_to_default(signal.SIGINT) == (signal.SIGINT,)
+    assert takeable_signals(signal.SIGINT) == (signal.SIGINT,)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM):
-        assert _left_to_default(signal.SIGINT, signal.SIGTERM) == ()
-    assert _left_to_default(signal.SIGINT) == (signal.SIGINT,)
+        assert takeable_signals(signal.SIGINT, signal.SIGTERM) == ()
+    assert takeable_signals(signal.SIGINT) == (signal.SIGINT,)

@@ -2,22 +2,24 @@
 
 Theory of operation.  The block owns the Overseer's nursery; `start()` runs
 supervisions in it.  Every way out of the body (normal end, exception,
-cancellation, KeyboardInterrupt) goes through `Overseer._exit_block`: stop
-every proc, wait for all of them (shielded and bounded), sweep escaped
-descendants, dismiss the watchdog; then the subscriber channels are closed.
+cancellation, KeyboardInterrupt) goes through the one shutdown path,
+`Overseer._running` (see `_lifetime`): stop every proc, wait for all of them
+(shielded and bounded), sweep escaped descendants, dismiss the watchdog;
+then the subscriber channels are closed.
 
-With `handle_signals`, a task turns SIGINT/SIGTERM/SIGHUP into a graceful
-`stop_all()` (a second signal: kill), waits until nothing is supervised,
-then cancels the body; once the cleanup is done the block ends as the
-signal would have ended the program: KeyboardInterrupt for SIGINT, death by
-the signal itself for SIGTERM and SIGHUP.  Python's default SIGTERM would
-have skipped every `finally`, so every child would have leaked.
+With `handle_signals`, the one signal policy (`_lifetime.take_signals`)
+turns SIGINT/SIGTERM/SIGHUP into a graceful `stop_all()` (a second signal:
+kill); the block waits until nothing is supervised, then cancels the body;
+once the cleanup is done it ends as the signal would have ended the
+program: KeyboardInterrupt for SIGINT, death by the signal itself for
+SIGTERM and SIGHUP.  Python's default SIGTERM would have skipped every
+`finally`, so every child would have leaked.
 
 A library must not take a signal the application handles: only the signals
 whose handler is still the default one when the block is entered are taken
-(`_left_to_default`).  One the application handles (its own handler,
-SIG_IGN, an open `trio.open_signal_receiver`) stays the application's, and
-the block then ends only the way the application ends it.
+(`_lifetime.takeable_signals`).  One the application handles (its own
+handler, SIG_IGN, an open `trio.open_signal_receiver`) stays the
+application's, and the block then ends only the way the application ends it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from typing import NoReturn
 
 import trio
 
-from ._overseer import Overseer, _in_main_thread, _left_to_default
-from ._signals import describe_signal
+from ._lifetime import take_signals, takeable_signals
+from ._overseer import Overseer
 
 logger = logging.getLogger("trio_overseer")
 
@@ -75,54 +77,32 @@ async def open_overseer(
     body_exc: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            ovr._enter_block(nursery)
-            signals = _left_to_default(*_BLOCK_SIGNALS) if handle_signals else ()
-            if signals and _in_main_thread():
-                await nursery.start(_end_on_signals, ovr, signals, received, nursery.cancel_scope)
-            try:
-                yield ovr
-            except BaseException as exc:
-                body_exc = exc
-                raise
-            finally:
-                await ovr._exit_block()
-                nursery.cancel_scope.cancel()  # the signal task
+
+            def react(sig: int, again: bool) -> None:
+                """A signal: stop all (again: kill), then end the body once idle."""
+                if not again:
+                    received.append(sig)
+                    nursery.start_soon(_cancel_when_idle, ovr, nursery.cancel_scope)
+                ovr.stop_all(kill=again)
+
+            async with ovr._running(nursery, block=True):
+                signals = takeable_signals(*_BLOCK_SIGNALS) if handle_signals else ()
+                await nursery.start(take_signals, signals, react)
+                try:
+                    yield ovr
+                except BaseException as exc:
+                    body_exc = exc
+                    raise
+            nursery.cancel_scope.cancel()  # the signal task
     except BaseExceptionGroup as group:
         # The nursery wraps the body's own exception: give it back as it was.
         if body_exc is not None and group.exceptions == (body_exc,):
             _reraise(body_exc)
         raise
-    finally:
-        ovr._close_subscribers()
     if received == [_signal.SIGINT]:
         raise KeyboardInterrupt
     if received:
         _die_of(received[0])
-
-
-async def _end_on_signals(
-    ovr: Overseer,
-    signals: tuple[int, ...],
-    received: list[int],
-    body: trio.CancelScope,
-    *,
-    task_status: trio.TaskStatus[None],
-) -> None:
-    """First signal: stop all, then end the body once idle; second: kill all."""
-    with trio.open_signal_receiver(*signals) as arriving:
-        task_status.started()
-        async with trio.open_nursery() as nursery:
-            async for sig in arriving:
-                if not received:
-                    received.append(sig)
-                    logger.warning(
-                        "received %s: stopping every proc (again to kill)", describe_signal(sig)
-                    )
-                    ovr.stop_all()
-                    nursery.start_soon(_cancel_when_idle, ovr, body)
-                else:
-                    logger.warning("received %s again: killing every proc", describe_signal(sig))
-                    ovr.stop_all(kill=True)
 
 
 async def _cancel_when_idle(ovr: Overseer, body: trio.CancelScope) -> None:

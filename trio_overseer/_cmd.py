@@ -49,14 +49,13 @@ from ._records import STDERR, STDOUT, Status
 from ._signals import describe_signal, parse_signal
 from ._spawn import ChildProcess, Reader, group_exists, signal_group, spawn
 from ._state import FINAL_STATES, RUNNING_STATES, State, StateMachine, Trigger, exit_trigger
-from ._sweep import TAG_VAR, Scanner
+from ._sweep import KILL_WAIT, TAG_VAR, Scanner
 
 logger = logging.getLogger("trio_overseer")
 
 _READ_SIZE = 1 << 16
 _TAG_KEY = TAG_VAR.encode()
 _DRAIN_GRACE = 1.0  # seconds to reach EOF once the group is gone
-_KILL_WAIT = 5.0  # seconds for SIGKILLed processes to disappear before giving up
 _POLL_MIN, _POLL_MAX = 0.001, 0.05  # backoff of the group-gone check (no event exists)
 
 _SPAWN_HINTS = {
@@ -332,6 +331,16 @@ class Cmd:
         """(pid, exit, error, start_ts): what a state event needs, without copying lines."""
         return (self._proc.pid if self._proc else 0, self._exit, self._error, self._start_ts)
 
+    @property
+    def _max_stop_time(self) -> float:
+        """The longest a stop (or a cancellation) of this run takes until `run()`
+        returns, when its processes resist: `stop_timeout`, then SIGKILL and
+        `KILL_WAIT` for the group, the sweep of descendants that left it, and
+        the last lines' drain."""
+        return (
+            self.stop_timeout + KILL_WAIT + Scanner.max_sweep_time(self.stop_timeout) + _DRAIN_GRACE
+        )
+
     def clone(self) -> Cmd:
         """A fresh Cmd with the same options, ready to run."""
         return attrs.evolve(self)
@@ -530,7 +539,7 @@ class Cmd:
     async def _end_group(self, proc: ChildProcess) -> None:
         """Make sure no process of the group is left, and the leader is reaped.
 
-        Bounded: at most stop_timeout + _KILL_WAIT seconds.
+        Bounded: at most stop_timeout + KILL_WAIT seconds.
         """
         pgid = proc.pid
         if proc.returncode is not None and not group_exists(pgid):
@@ -555,10 +564,10 @@ class Cmd:
             )
         self._kill_sent = True
         self._send(_signal.SIGKILL)
-        with trio.move_on_after(_KILL_WAIT) as last:
+        with trio.move_on_after(KILL_WAIT) as last:
             await self._wait_gone(proc)
         if last.cancelled_caught:
-            logger.error("%r: process group %d survived SIGKILL for %s s", self, pgid, _KILL_WAIT)
+            logger.error("%r: process group %d survived SIGKILL for %s s", self, pgid, KILL_WAIT)
 
     async def _sweep_if_stopped_while_draining(self, deadline: float) -> None:
         """The leader is gone but a pipe is still open: a stop now sweeps what holds it.

@@ -18,10 +18,8 @@ import math
 import os
 import random
 import re
-import secrets
 import shlex
 import signal as _signal
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, overload
@@ -29,17 +27,15 @@ from typing import Any, Literal, overload
 import attrs
 import trio
 
-from ._cmd import _DRAIN_GRACE, _KILL_WAIT, Cmd, OutputGate
+from ._cmd import Cmd, OutputGate
 from ._errors import OverseerNotOpenError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
+from ._lifetime import Lifetime, take_signals, takeable_signals
 from ._ready import SILENT_HINT, Readiness, make_readiness, wait_ready
 from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs, restart_count
-from ._signals import describe_signal
 from ._state import FINAL_STATES, Phase, State
 from ._supervision import DEFAULT_RESET_AFTER, Backoff, RestartRules, Supervision, make_rules
-from ._sweep import Scanner
 from ._tail import LineTail
-from ._watchdog import Watchdog
 
 logger = logging.getLogger("trio_overseer")
 
@@ -155,31 +151,6 @@ def _buffer_size(buffer: float) -> float:
     )
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _left_to_default(*signals: int) -> tuple[int, ...]:
-    """Those of `signals` whose handler is still the default one: ours to take.
-
-    Default means SIG_DFL, Python's own SIGINT handler, or the handler by
-    which ``trio.run`` turns that one into KeyboardInterrupt (it installs it
-    only where it found Python's).  A handler the application installed
-    (SIG_IGN, its own function, an open ``trio.open_signal_receiver``) is
-    never replaced: the application keeps that signal.
-    """
-    free = []
-    for sig in signals:
-        handler = _signal.getsignal(sig)
-        if (
-            handler == _signal.SIG_DFL
-            or handler is _signal.default_int_handler
-            or getattr(handler, "__module__", None) == "trio._core._ki"
-        ):
-            free.append(sig)
-    return tuple(free)
-
-
 @attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)  # see Cmd
 class Overseer:
     """Registry and supervisor of named procs.
@@ -202,21 +173,15 @@ class Overseer:
     _logs: Fanout[LogMsg] = attrs.field(init=False, factory=lambda: Fanout("logs"))
     _state_waiters: list[_Waiter] = attrs.field(init=False, factory=list)
     _log_waiters: list[_Waiter] = attrs.field(init=False, factory=list)
-    _active: int = attrs.field(init=False, default=0)  # supervisions in progress
-    _idle: trio.Event = attrs.field(init=False, factory=trio.Event)  # set while _active == 0
-    _stopping: bool = attrs.field(init=False, default=False)
-    _random: random.Random = attrs.field(init=False)
-    # Every child carries the tag "<_token>.<run>" (see _sweep); the watchdog
-    # kills them all if this process dies without cleaning up.
-    _token: str = attrs.field(init=False, factory=lambda: f"{os.getpid()}-{secrets.token_hex(6)}")
-    _scanner: Scanner = attrs.field(init=False, factory=Scanner)
-    _watchdog: Watchdog | None = attrs.field(init=False, default=None)
-    _in_block: bool = attrs.field(init=False, default=False)
+    _random: random.Random = attrs.field(init=False)  # the restarts' jitter (seeded by `seed`)
+    # The tag, the sweeps, the watchdog and the count of supervisions, and the
+    # one way they end (see _lifetime).
+    _lifetime: Lifetime = attrs.field(init=False)
     _gate: OutputGate = attrs.field(init=False, factory=OutputGate)  # see _hold_output
 
     def __attrs_post_init__(self) -> None:
         self._random = random.Random(self.seed)
-        self._idle.set()
+        self._lifetime = Lifetime(self.stop_timeout)
 
     def __repr__(self) -> str:
         running = sum(rec.cmd.is_running_state() for rec in self._procs.values())
@@ -371,11 +336,11 @@ class Overseer:
 
     def is_running(self) -> bool:
         """Whether any proc is being supervised."""
-        return self._active > 0
+        return self._lifetime.supervisions > 0
 
     def is_stopping(self) -> bool:
         """Whether a `stop_all()` is still waiting for procs to end."""
-        return self._stopping
+        return self._lifetime.stopping
 
     def _get(self, id: str) -> _Proc:
         try:
@@ -412,8 +377,8 @@ class Overseer:
         cmd._attach(
             lambda c: self._state_changed(rec, c),
             lambda c, kind, lines: self._output(rec, kind, lines),
-            self._token,
-            self._scanner,
+            self._lifetime.token,
+            self._lifetime.scanner,
             rec.gate,
         )
 
@@ -428,11 +393,11 @@ class Overseer:
                 delay_start=cmd.delay_start,
             )
         info = self._info(rec)
-        if self._watchdog is not None and info.pid:
+        if info.pid:
             if state is State.RUNNING:
-                self._watchdog.register(info.pid)
+                self._lifetime.watch(info.pid)
             elif state in FINAL_STATES:
-                self._watchdog.unregister(info.pid)
+                self._lifetime.unwatch(info.pid)
         self._log_state(info)
         self._states.publish(info)
         for waiter in self._state_waiters:
@@ -498,14 +463,10 @@ class Overseer:
         sup = rec.supervision = Supervision(
             Backoff(self.backoff_base, self.backoff_max),
             self._random.random,
-            self._supervision_ended,
+            lambda _: self._lifetime.released(),
             rec.rules,
         )
-        if self._active == 0:
-            self._idle = trio.Event()
-        self._active += 1
-        if self._watchdog is None:
-            self._watchdog = Watchdog.start(self._token)
+        self._lifetime.claimed()
         return rec, sup
 
     def _supervision_done(self, id: str) -> trio.Event:
@@ -520,12 +481,6 @@ class Overseer:
         never = trio.Event()
         never.set()
         return never
-
-    def _supervision_ended(self, sup: Supervision) -> None:
-        self._active -= 1
-        if self._active == 0:
-            self._stopping = False
-            self._idle.set()
 
     async def supervise(self, id: str) -> int:
         """Run the proc in this task, restarting it on failure; return the last exit code.
@@ -543,12 +498,9 @@ class Overseer:
           UnknownProcError: `id` is not registered.
           ProcRunningError: it is already being supervised.
         """
-        rec, sup = self._claim(id)
-        try:
+        async with self._running():
+            rec, sup = self._claim(id)
             return await sup.run(rec)
-        finally:
-            if not self._in_block and self._active == 0:
-                await self._shutdown()
 
     async def supervise_all(self) -> None:
         """Supervise every registered proc concurrently; return when all have ended.
@@ -563,14 +515,11 @@ class Overseer:
         Cancellation: every proc is stopped and reaped before it propagates.
         """
         async with trio.open_nursery() as nursery:
-            own = not self._in_block and self._nursery is None
-            if own:
-                self._nursery = nursery
-            watcher = trio.CancelScope()
-            signals = _left_to_default(_signal.SIGINT, _signal.SIGTERM)
-            if own and self.handle_signals and _in_main_thread() and signals:
-                await nursery.start(self._stop_on_signals, watcher, signals)
-            try:
+            own = self._nursery is None  # not in a block, nor in another supervise_all()
+            async with self._running(nursery if own else None):
+                if own and self.handle_signals:
+                    signals = takeable_signals(_signal.SIGINT, _signal.SIGTERM)
+                    await nursery.start(take_signals, signals, self._stop_all_on_signal)
                 async with trio.open_nursery() as procs:
                     for rec in list(self._procs.values()):
                         if rec.supervised:
@@ -578,31 +527,10 @@ class Overseer:
                         else:
                             rec, sup = self._claim(rec.id)
                             procs.start_soon(sup.run, rec)
-            finally:
-                watcher.cancel()
-                if own:
-                    self._nursery = None
-                    if self._active == 0:
-                        await self._shutdown()
+            nursery.cancel_scope.cancel()  # the signal task
 
-    async def _stop_on_signals(
-        self,
-        scope: trio.CancelScope,
-        signals: tuple[int, ...],
-        *,
-        task_status: trio.TaskStatus[None],
-    ) -> None:
-        with scope, trio.open_signal_receiver(*signals) as received:
-            task_status.started()
-            count = 0
-            async for sig in received:
-                count += 1
-                logger.warning(
-                    "received %s: %s every proc",
-                    describe_signal(sig),
-                    "stopping" if count == 1 else "killing",
-                )
-                self.stop_all(kill=count > 1)
+    def _stop_all_on_signal(self, sig: int, again: bool) -> None:
+        self.stop_all(kill=again)
 
     async def start(self, id: str) -> ProcessInfo:
         """Supervise the proc in the Overseer's nursery; return once it runs (or is fatal).
@@ -665,8 +593,8 @@ class Overseer:
 
     def stop_all(self, kill: bool = False) -> None:
         """Stop (or kill) every proc and cancel pending restarts; sync, never blocks."""
-        if self._active:
-            self._stopping = True
+        if self._lifetime.supervisions:
+            self._lifetime.stopping = True
         for id in list(self._procs):
             self.stop(id, kill=kill)
 
@@ -864,21 +792,41 @@ class Overseer:
             waiters.remove(waiter)
         return waiter.result
 
-    # -- the block -----------------------------------------------------------
+    # -- the end (see _lifetime) ------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _running(
+        self, nursery: trio.Nursery | None = None, *, block: bool = False
+    ) -> AsyncIterator[None]:
+        """The one way procs run and end: the block, supervise() and supervise_all().
+
+        While inside, `start()` uses `nursery` (if given).  When the `block`
+        is left, or without a block the last of the nested users, by any
+        path, every proc is stopped and awaited, what escaped is swept and
+        the watchdog dismissed (see `Lifetime.open`); leaving the block,
+        subscriber channels are closed.
+        """
+        if nursery is not None:
+            self._nursery = nursery
+        try:
+            async with self._lifetime.open(self.stop_all, self._max_stop_time, owner=block):
+                try:
+                    yield
+                finally:
+                    if nursery is not None:
+                        self._nursery = None  # start() is refused from here on
+        finally:
+            if block:
+                self._states.close_all()
+                self._logs.close_all()
 
     def _max_stop_time(self) -> float:
-        longest = max((rec.cmd.stop_timeout for rec in self._procs.values()), default=0.0)
-        return 2 * (longest + _KILL_WAIT) + _DRAIN_GRACE + 1.0  # group, then escaped ones
+        """The longest the slowest proc's current run may take to end once stopped."""
+        return max((rec.cmd._max_stop_time for rec in self._procs.values()), default=0.0)
 
-    async def _shutdown(self) -> None:
-        """After the last supervision: end the descendants that escaped their group.
-
-        Shielded and bounded (stop_timeout + a few seconds).  The watchdog
-        stays: it lives as long as the Overseer (see `_watchdog`).
-        """
-        with trio.CancelScope(shield=True):
-            prefix = (self._token + ".").encode()
-            await self._scanner.sweep(prefix, _signal.SIGTERM, self.stop_timeout)
+    async def _wait_idle(self) -> None:
+        """Until no proc is supervised (the block ends its body then, after a signal)."""
+        await self._lifetime.wait_idle()
 
     def _observe_sweeps(self, listener: Callable[[list[int]], None] | None) -> None:
         """Seam for the pytest plugin: `listener(pids)` hears of every escaped process.
@@ -887,33 +835,4 @@ class Overseer:
         found outside their proc's process group (at a stop, before a
         restart, at remove(), at the end), whichever sweep found them.
         """
-        self._scanner.on_sweep = listener
-
-    # -- the block (see _block.open_overseer) --------------------------------
-
-    def _enter_block(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        self._in_block = True
-
-    async def _exit_block(self) -> None:
-        """Stop every proc and wait for all (shielded, bounded), sweep, dismiss the watchdog."""
-        self._nursery = None  # start() is refused from here on
-        self.stop_all()
-        with trio.CancelScope(shield=True) as cleanup:
-            cleanup.deadline = trio.current_time() + self._max_stop_time()
-            await self._idle.wait()
-        if cleanup.cancelled_caught:
-            logger.error("procs still running after %s s of cleanup", self._max_stop_time())
-        await self._shutdown()
-        if self._watchdog is not None:
-            self._watchdog.close()
-            self._watchdog = None
-        self._in_block = False
-
-    def _close_subscribers(self) -> None:
-        self._states.close_all()
-        self._logs.close_all()
-
-    async def _wait_idle(self) -> None:
-        """Until no proc is supervised."""
-        await self._idle.wait()
+        self._lifetime.scanner.on_sweep = listener

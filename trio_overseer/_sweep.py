@@ -26,7 +26,7 @@ import trio
 from . import _procfs
 
 TAG_VAR = "TRIO_OVERSEER_TAG"
-_KILL_WAIT = 5.0
+KILL_WAIT = 5.0  # seconds for SIGKILLed processes to disappear before giving up on them
 _ROUNDS = 5  # rescans: an escaped process may fork while it is being ended
 _EXEC_WAIT = 1.0  # seconds for processes in the middle of an exec to show their environment
 _POLL_MIN, _POLL_MAX = 0.001, 0.05  # backoff of that wait (no event tells of an exec's end)
@@ -71,10 +71,18 @@ class Scanner:
             found = found + await _after_exec(batch.in_exec, prefix)
         return found
 
+    @staticmethod
+    def max_sweep_time(timeout: float) -> float:
+        """The longest a `sweep` with this `timeout` takes (processes that
+        survive SIGKILL, in every round): each of its rounds may wait for
+        processes in the middle of an exec, the first one `timeout` for the
+        signal, and each one `KILL_WAIT` for SIGKILL."""
+        return timeout + _ROUNDS * (_EXEC_WAIT + KILL_WAIT)
+
     async def sweep(self, prefix: bytes, sig: int, timeout: float) -> list[int]:
         """End every process tagged with `prefix`: `sig`, then SIGKILL after `timeout`.
 
-        Returns the pids found.  Bounded: about timeout + 5 s at most.
+        Returns the pids found.  Bounded by `max_sweep_time` (timeout).
         """
         ended: list[int] = []
         for attempt in range(_ROUNDS):
@@ -133,7 +141,7 @@ async def _end(pids: list[int], prefix: bytes, sig: int, timeout: float) -> None
             with trio.move_on_after(timeout):
                 await _wait_all(fds)
         _signal_all(fds, _signal.SIGKILL)
-        with trio.move_on_after(_KILL_WAIT):
+        with trio.move_on_after(KILL_WAIT):
             await _wait_all(fds)
     finally:
         for fd in fds:

@@ -2,10 +2,11 @@
 
 Theory of operation.  One Trio run holds, from the outside in:
 
-    signal receiver (SIGINT, SIGTERM, SIGHUP), opened first: Ctrl+C never
-      raises KeyboardInterrupt in here, it is a request to stop
-    outer nursery: the signal watcher, until the last line is written, and
-      the writer of our own messages to stderr (never blocks either)
+    outer nursery: the signal watcher (SIGINT, SIGTERM, SIGHUP; the
+      library's one signal policy, `_lifetime.take_signals`), started first
+      and until the last line is written: Ctrl+C never raises
+      KeyboardInterrupt in here, it is a request to stop; and the writer of
+      our own messages to stderr (never blocks either)
       output nursery: the dispatcher, sole consumer of state changes and
         lines, and the writer of stdout (see `_dispatch`)
         open_overseer(handle_signals=False): stops and reaps every proc on exit
@@ -39,16 +40,16 @@ import math
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import attrs
 import trio
 
 from .._block import open_overseer
+from .._lifetime import take_signals
 from .._overseer import Overseer
 from .._records import ProcessInfo
-from .._signals import describe_signal
 from .._state import State
 from ._config import ConfigError, ProcSpec
 from ._control import ControlServer, RequestError
@@ -222,19 +223,18 @@ class Instance:
         try:
             for handler in handlers:  # the library's warnings must not block either
                 handler.setStream(self._messages)  # type: ignore[arg-type]
-            with trio.open_signal_receiver(*_SIGNALS) as signals:
-                send, receive = self.dispatcher.open_channel()
-                async with trio.open_nursery() as outer:
-                    await outer.start(self._messages.run)
-                    watcher = trio.CancelScope()
-                    outer.start_soon(self._watch_signals, signals, watcher)
-                    async with trio.open_nursery() as output:
-                        output.start_soon(self.dispatcher.run, receive, out)
-                        with send:
-                            await self._supervise_all(send)
-                    watcher.cancel()
-                    self._messages.close()
-                    outer.cancel_scope.deadline = trio.current_time() + _MESSAGES_GRACE
+            send, receive = self.dispatcher.open_channel()
+            async with trio.open_nursery() as outer:
+                watcher = trio.CancelScope()
+                await outer.start(self._watch_signals, watcher)
+                await outer.start(self._messages.run)
+                async with trio.open_nursery() as output:
+                    output.start_soon(self.dispatcher.run, receive, out)
+                    with send:
+                        await self._supervise_all(send)
+                watcher.cancel()
+                self._messages.close()
+                outer.cancel_scope.deadline = trio.current_time() + _MESSAGES_GRACE
         finally:
             out.close()
             for handler in handlers:
@@ -350,23 +350,18 @@ class Instance:
                 break
         ready.set()
 
-    async def _watch_signals(self, signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async def _watch_signals(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
         with scope:
-            await self._on_signals(signals)
+            await take_signals(_SIGNALS, self._on_signal, say=self._say, task_status=task_status)
 
-    async def _on_signals(self, signals: AsyncIterator[int]) -> None:
-        async for sig in signals:
-            again = self._ended_by is not None
-            if not again:
-                self._ended_by = sig
-            self._say(
-                f"{describe_signal(sig)} received again: killing every proc"
-                if again
-                else f"{describe_signal(sig)} received: stopping every proc (Ctrl+C again to kill)"
-            )
-            self._stop_everything(kill=again)
-            # Ending on request: a stdout nobody reads must not keep us alive.
-            self.dispatcher.give_up_after(0.0 if again else _STUCK_OUTPUT)
+    def _on_signal(self, sig: int, again: bool) -> None:
+        if not again:
+            self._ended_by = sig
+        self._stop_everything(kill=again)
+        # Ending on request: a stdout nobody reads must not keep us alive.
+        self.dispatcher.give_up_after(0.0 if again else _STUCK_OUTPUT)
 
     def _stop_everything(self, *, kill: bool = False) -> None:
         self._stopping = True
