@@ -61,12 +61,18 @@ TOO_LONG = "invalid YAML: a number of 5000 digits is too long"
         ("overseer.yml", f"? {BIG}\n: {{cmd: x}}\n", f"line 1: {TOO_LONG}"),
         ("overseer.toml", f"[procs.web]\ncmd = 'x'\nretry = {BIG}\n", "a number is too long"),
         (
+            "overseer.toml",
+            f"[procs.web]\ncmd = 'x'\nstop_timeout = {BIG[:400]}\n",
+            "field 'stop_timeout': a number of more than 100 digits",
+        ),
+        ("overseer.yml", "web:\n  cmd: x\n  scale: 100000000\n", "(0 to 1000), got 100000000"),
+        (
             "overseer.yml",
             f"web:\n  cmd: [{', '.join(['[1, 2]'] * 2000)}]\n  env: ['{'x' * 100_000}']\n",
             "proc 'web': field 'env': item 0: expected 'NAME=value', got 'xxxxx",
         ),
     ],
-    ids=["yaml-number", "yaml-key", "toml-number", "long-values"],
+    ids=["yaml-number", "yaml-key", "toml-number", "toml-float", "scale", "long-values"],
 )
 async def test_long_values_are_refused_and_shown_short(
     tmp_path: Path, name: str, text: str, expected: str

@@ -110,6 +110,8 @@ _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 _MAX_DEPTH = 64
 _MAX_VALUES = 100_000
 _MAX_DIGITS = 100  # in a number
+_MAX_BITS = 333  # ... about as many bits
+_MAX_SCALE = 1000  # instances of one proc (as -c/--concurrency allows)
 
 
 class ConfigError(ValueError):
@@ -682,6 +684,9 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
         value = settings.get(field)
         if value is None:
             return default
+        if isinstance(value, int) and value.bit_length() > _MAX_BITS:  # TOML reads any length
+            problems.add(f"a number of more than {_MAX_DIGITS} digits", proc=proc_id, field=field)
+            return default
         try:
             return parse(value)
         except _Invalid as exc:
@@ -861,6 +866,7 @@ def _non_negative_number(value: object, expected: str) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
+        or (isinstance(value, int) and value.bit_length() > _MAX_BITS)  # float() overflows
         or not math.isfinite(value)
         or value < 0
     ):
@@ -925,8 +931,8 @@ def _parse_pty(value: object) -> bool:
 
 def _parse_scale(value: object) -> int:
     """How many instances to run (``web.1``, ``web.2``...); 0 runs none."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Invalid(f"expected a number of instances (0 or more), got {_show(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_SCALE:
+        raise _Invalid(f"expected a number of instances (0 to {_MAX_SCALE}), got {_show(value)}")
     return value
 
 
