@@ -214,3 +214,21 @@ async def test_another_users_socket_is_never_taken(tmp_path: Path) -> None:
         for child in public.iterdir():
             child.unlink()
         public.rmdir()
+
+
+async def test_long_values_in_requests_are_shown_short(tmp_path: Path) -> None:
+    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
+    sock = tmp_path / SOCK
+    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
+        await tool.out.wait_for(r"web +\| ready")
+        for raw in (
+            b'{"cmd": "logs", "id": "web", "lines": -' + b"1" * 4000 + b"}\n",
+            b'{"cmd": "stop", "id": [' + b"1, " * 10000 + b"1]}\n",
+            b'{"cmd": "stop", "ids": "' + b"x" * 60000 + b'"}\n',
+            b'{"cmd": "' + b"y" * 60000 + b'"}\n',
+        ):
+            error = await error_of(sock, raw)
+            assert len(error) < 300, error
+        await request(sock, {"cmd": "stop", "all": True})
+        assert await tool.wait() == 0
+    no_traceback(tool)

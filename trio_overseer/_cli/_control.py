@@ -397,7 +397,7 @@ class ControlServer:
             or not names
             or not all(isinstance(name, str) and name for name in names)
         ):
-            raise RequestError(f"'ids' must be a non-empty list of proc ids, got {names!r}")
+            raise RequestError(f"'ids' must be a non-empty list of proc ids, got {shorten(names)}")
         return self.instance.resolve(names)
 
     async def _logs(self, client: _Client, request: dict[str, Any]) -> bool:
@@ -409,7 +409,7 @@ class ControlServer:
         if count is not None and (
             isinstance(count, bool) or not isinstance(count, int) or count < 0
         ):
-            raise RequestError(f"'lines' must be a number >= 0, got {count!r}")
+            raise RequestError(f"'lines' must be a number >= 0, got {shorten(count)}")
         dispatcher = self.instance.dispatcher
         # Take the recent lines and subscribe in one synchronous stretch:
         # nothing is missed or repeated in between.
@@ -437,7 +437,7 @@ class ControlServer:
 def _id(request: dict[str, Any]) -> str:
     id = request.get("id")
     if not isinstance(id, str) or not id:
-        raise RequestError(f"this command needs a proc id ('id'), got {id!r}")
+        raise RequestError(f"this command needs a proc id ('id'), got {shorten(id)}")
     return id
 
 
