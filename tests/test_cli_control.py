@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import stat
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ from cli_children import (
     wait_for_socket,
     write_yaml,
 )
+
+from trio_overseer._cli._control import Controlled, ControlServer, RequestError
+from trio_overseer._cli._dispatch import Follower
+from trio_overseer._records import STDOUT, LogBatch
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the tests watch processes through /proc"
@@ -232,3 +238,127 @@ async def test_long_values_in_requests_are_shown_short(tmp_path: Path) -> None:
         await request(sock, {"cmd": "stop", "all": True})
         assert await tool.wait() == 0
     no_traceback(tool)
+
+
+# --- the protocol, in-process: the server against a fake instance ------------------
+
+
+class FakeLogs:
+    """A `LogSource`: two recent lines of "web"; followers get what `feed` sends."""
+
+    def __init__(self) -> None:
+        self.followers: list[Follower] = []
+
+    def recent(self, id: str | None, count: int | None = None) -> list[LogBatch]:
+        lines = ("one", "two")[-count:] if count else ("one", "two")
+        return [LogBatch("web", STDOUT, 0.0, lines)] if id in (None, "web") else []
+
+    def follow(self, id: str | None) -> Follower:
+        follower = Follower(id)
+        self.followers.append(follower)
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        follower.send.close()
+
+
+class FakeInstance:
+    """A `Controlled` with one proc "web": records what it was asked."""
+
+    def __init__(self) -> None:
+        self.dispatcher = FakeLogs()
+        self.asked: list[tuple[Any, ...]] = []
+
+    def row(self, id: str) -> dict[str, Any]:
+        return {"id": id, "state": "running", "PID": 42}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [self.row("web")]
+
+    def check_id(self, id: str) -> object:
+        if id != "web":
+            raise RequestError(f"no proc {id!r} (known: web)")
+        return id
+
+    def resolve(self, names: Sequence[str]) -> list[str]:
+        for name in names:
+            self.check_id(name.removesuffix(".*"))
+        return ["web"]
+
+    async def stop(self, id: str) -> dict[str, Any]:
+        self.asked.append(("stop", self.check_id(id)))
+        return self.row(id)
+
+    async def stop_many(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        self.asked.append(("stop_many", *ids))
+        return [self.row(id) for id in ids]
+
+    async def stop_all(self) -> list[dict[str, Any]]:
+        self.asked.append(("stop_all",))
+        return self.rows()
+
+    async def restart(self, id: str) -> dict[str, Any]:
+        self.asked.append(("restart", self.check_id(id)))
+        return self.row(id)
+
+    async def restart_many(
+        self, ids: Sequence[str], *, only_ended: bool = False
+    ) -> list[dict[str, Any]]:
+        self.asked.append(("start" if only_ended else "restart_many", *ids))
+        return [self.row(id) for id in ids]
+
+    def send_signal(self, id: str, sig: int) -> dict[str, Any]:
+        self.asked.append(("signal", self.check_id(id), sig))
+        return self.row(id)
+
+    def signal_many(self, ids: Sequence[str], sig: int) -> list[dict[str, Any]]:
+        self.asked.append(("signal_many", *ids, sig))
+        return [self.row(id) for id in ids]
+
+    async def reload(self) -> dict[str, Any]:
+        raise RequestError("this instance cannot reload (it was not started from a file)")
+
+
+async def test_control_protocol_in_process(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    server = ControlServer.bind(os.fspath(path))
+    instance = FakeInstance()
+    controlled: Controlled = instance  # the fake is what the server serves
+    try:
+        with trio.fail_after(T):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.serve, controlled)
+
+                async def answer(message: dict[str, Any]) -> Any:
+                    return await request(path, message)
+
+                assert (await answer({"cmd": "status"}))["procs"] == instance.rows()
+                assert (await answer({"cmd": "stop", "id": "web"}))["proc"]["id"] == "web"
+                await answer({"cmd": "stop", "ids": ["web.*"]})
+                await answer({"cmd": "stop", "all": True})
+                await answer({"cmd": "restart", "id": "web"})
+                await answer({"cmd": "start", "ids": ["web"]})
+                reply = await answer({"cmd": "signal", "id": "web", "signal": "usr1"})
+                assert reply["signal"] == "SIGUSR1"
+                assert "no proc 'db'" in (await answer({"cmd": "stop", "id": "db"}))["error"]
+                assert "cannot reload" in (await answer({"cmd": "reload"}))["error"]
+                assert (
+                    "signal name or number"
+                    in (await answer({"cmd": "signal", "id": "web", "signal": 1.5}))["error"]
+                )
+                logs = await ask(path, b'{"cmd": "logs", "id": "web", "lines": 1}\n')
+                assert [line.get("text") for line in logs] == ["two", None]
+                assert logs[-1] == {"ok": True}
+                await server.shutdown()
+                nursery.cancel_scope.cancel()
+    finally:
+        server.close()
+    assert instance.asked == [
+        ("stop", "web"),
+        ("stop_many", "web"),
+        ("stop_all",),
+        ("restart", "web"),
+        ("start", "web"),
+        ("signal", "web", signal.SIGUSR1),
+    ]
+    assert not path.exists()  # the server removed its socket file

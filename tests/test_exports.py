@@ -31,7 +31,7 @@ API_NAMES = [
     "__version__",
 ]
 #: Additions documented in docs/api.md ("Extensions beyond the contract").
-EXTENSION_NAMES = ["NotReadyError", "OverseerNotOpenError"]
+EXTENSION_NAMES = ["NotReadyError", "OverseerNotOpenError", "OverseerStatistics"]
 
 
 @pytest.mark.parametrize("name", API_NAMES)

@@ -45,6 +45,7 @@ from trio_overseer import (
     Overseer,
     OverseerError,
     OverseerNotOpenError,
+    OverseerStatistics,
     ProcessInfo,
     ProcessJSON,
     ProcExistsError,
@@ -316,6 +317,28 @@ async def test_supervise_twice_concurrently_raises() -> None:
                 with pytest.raises(ProcRunningError):
                     await ovr.supervise("p")
                 ovr.stop("p")
+
+
+async def test_statistics() -> None:
+    async with overseer() as ovr:
+        assert ovr.statistics() == OverseerStatistics(0, 0, 0, 0, 0)
+        ovr.add("idle", PY, EXIT_0)
+        ovr.add("busy", PY, SLEEP_FOREVER)
+        with trio.fail_after(T):
+            async with ovr.subscribe_states(), ovr.subscribe_logs(1):
+                await ovr.start("busy")
+                await ovr.wait_for_log("busy", "ready")
+                assert ovr.statistics() == OverseerStatistics(
+                    procs=2, supervised=1, running=1, subscribers=2, cut_off_subscribers=0
+                )
+                ovr.add("chatty", PY, PRINT_LINES(5))
+                await ovr.supervise("chatty")  # more lines than the buffer of 1
+                stats = ovr.statistics()
+                assert (stats.subscribers, stats.cut_off_subscribers) == (1, 1)
+                assert repr(ovr) == "<Overseer 3 procs, 1 running>"
+        ovr.stop("busy")
+        await ovr.wait_for_state("busy", *FINAL)
+        assert ovr.statistics() == OverseerStatistics(3, 0, 0, 0, 1)
 
 
 # --- supervise and restarts ------------------------------------------------------------

@@ -29,6 +29,7 @@ if _typing.TYPE_CHECKING:
     from ._records import STDOUT as STDOUT
     from ._records import LogBatch as LogBatch
     from ._records import LogMsg as LogMsg
+    from ._records import OverseerStatistics as OverseerStatistics
     from ._records import ProcessInfo as ProcessInfo
     from ._records import ProcessJSON as ProcessJSON
     from ._records import Status as Status
@@ -50,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "STDOUT": "._records",
     "LogBatch": "._records",
     "LogMsg": "._records",
+    "OverseerStatistics": "._records",
     "ProcessInfo": "._records",
     "ProcessJSON": "._records",
     "Status": "._records",

@@ -37,7 +37,7 @@ import signal as _signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import trio
@@ -105,6 +105,15 @@ class OutputGate:
                 await self._open.wait()
             elif self._parent is not None:
                 await self._parent.wait_open()
+
+
+class Brief(NamedTuple):
+    """The part of a `Status` that a state event needs (`Cmd._brief`)."""
+
+    pid: int  # 0 before start
+    exit: int  # -1 until the end
+    error: str | None
+    start_ts: float
 
 
 StateHook = Callable[["Cmd"], None]
@@ -327,9 +336,9 @@ class Cmd:
             stderr=tuple(self._err_lines),
         )
 
-    def _brief(self) -> tuple[int, int, str | None, float]:
-        """(pid, exit, error, start_ts): what a state event needs, without copying lines."""
-        return (self._proc.pid if self._proc else 0, self._exit, self._error, self._start_ts)
+    def _brief(self) -> Brief:
+        """What a state event needs, without copying lines (see `status`)."""
+        return Brief(self._proc.pid if self._proc else 0, self._exit, self._error, self._start_ts)
 
     @property
     def _max_stop_time(self) -> float:

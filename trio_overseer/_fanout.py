@@ -34,13 +34,14 @@ def check_channel(channel: object, what: str) -> None:
 class Fanout(Generic[T]):
     """Subscribers of one kind of message (`T`), optionally batched."""
 
-    __slots__ = ("_kind", "_subs")
+    __slots__ = ("_kind", "_subs", "cut_off")
 
     def __init__(self, kind: str) -> None:
         self._kind = kind
         # channel -> batched?  Dicts keep insertion order: delivery order is
         # subscription order, which keeps runs reproducible.
         self._subs: dict[trio.MemorySendChannel[Any], bool] = {}
+        self.cut_off = 0  # subscribers cut off so far (a full buffer)
 
     def __bool__(self) -> bool:
         return bool(self._subs)
@@ -97,6 +98,7 @@ class Fanout(Generic[T]):
 
     def _cut_off(self, channel: trio.MemorySendChannel[Any]) -> None:
         del self._subs[channel]
+        self.cut_off += 1
         size = channel.statistics().max_buffer_size
         channel.close()
         logger.warning(

@@ -31,8 +31,16 @@ from ._cmd import Cmd, OutputGate
 from ._errors import OverseerNotOpenError, ProcExistsError, ProcRunningError, UnknownProcError
 from ._fanout import Fanout
 from ._lifetime import Lifetime, take_signals, takeable_signals
-from ._ready import SILENT_HINT, Readiness, make_readiness, wait_ready
-from ._records import STDOUT, LogBatch, LogMsg, ProcessInfo, log_msgs, restart_count
+from ._ready import SILENT_HINT, Readiness, Watched, make_readiness, wait_ready
+from ._records import (
+    STDOUT,
+    LogBatch,
+    LogMsg,
+    OverseerStatistics,
+    ProcessInfo,
+    log_msgs,
+    restart_count,
+)
 from ._state import FINAL_STATES, Phase, State
 from ._supervision import DEFAULT_RESET_AFTER, Backoff, RestartRules, Supervision, make_rules
 from ._tail import LineTail
@@ -184,8 +192,8 @@ class Overseer:
         self._lifetime = Lifetime(self.stop_timeout)
 
     def __repr__(self) -> str:
-        running = sum(rec.cmd.is_running_state() for rec in self._procs.values())
-        return f"<Overseer {len(self._procs)} procs, {running} running>"
+        stats = self.statistics()
+        return f"<Overseer {stats.procs} procs, {stats.running} running>"
 
     # -- registry ------------------------------------------------------------
 
@@ -338,6 +346,16 @@ class Overseer:
         """Whether any proc is being supervised."""
         return self._lifetime.supervisions > 0
 
+    def statistics(self) -> OverseerStatistics:
+        """A snapshot of the counts: procs, supervised, running, subscribers, cut off."""
+        return OverseerStatistics(
+            procs=len(self._procs),
+            supervised=self._lifetime.supervisions,
+            running=sum(rec.cmd.is_running_state() for rec in self._procs.values()),
+            subscribers=len(self._states) + len(self._logs),
+            cut_off_subscribers=self._states.cut_off + self._logs.cut_off,
+        )
+
     def is_stopping(self) -> bool:
         """Whether a `stop_all()` is still waiting for procs to end."""
         return self._lifetime.stopping
@@ -388,7 +406,7 @@ class Overseer:
         sup = rec.supervision
         if state in FINAL_STATES and sup is not None and sup.active and cmd is rec.cmd:
             sup.run_ended(
-                exit_code=cmd._brief()[1],
+                exit_code=cmd._brief().exit,
                 retry_times=cmd.retry_times,  # cmd.stop() zeroed it
                 delay_start=cmd.delay_start,
             )
@@ -468,6 +486,19 @@ class Overseer:
         )
         self._lifetime.claimed()
         return rec, sup
+
+    def _watched(self, id: str) -> Watched:
+        """The proc's record, as readiness reads it (see `_ready.Watched`)."""
+        return self._get(id)
+
+    def _run_tag(self, id: str) -> str:
+        """The tag of the proc's current run ("" before it starts): for the pytest plugin."""
+        return self._get(id).cmd._tag
+
+    @property
+    def _tag_prefix(self) -> bytes:
+        """What the tag of every run of this Overseer starts with (see `_sweep`)."""
+        return f"{self._lifetime.token}.".encode()
 
     def _supervision_done(self, id: str) -> trio.Event:
         """Set once the current supervision of `id` has ended (set if none is in progress).

@@ -38,7 +38,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import attrs
@@ -49,7 +49,8 @@ from ._records import STDOUT, LogBatch
 from ._state import FINAL_STATES, State
 
 if TYPE_CHECKING:
-    from ._overseer import Overseer, _Proc
+    from ._cmd import Cmd
+    from ._overseer import Overseer
     from ._tail import LineTail
 
 _POLL_MIN, _POLL_MAX = 0.01, 0.2  # backoff of the polled probes (no event exists)
@@ -154,6 +155,22 @@ def _check_url(id: str, url: object) -> None:
         raise ValueError(f"proc {id!r}: ready_url {url!r} is not a valid URL: {exc}") from None
     if not parts.hostname:
         raise ValueError(f"proc {id!r}: ready_url {url!r} has no host")
+
+
+class Watched(Protocol):
+    """What readiness reads of a proc (the Overseer's record, `Overseer._watched`)."""
+
+    @property
+    def cmd(self) -> Cmd:
+        """The current run, or the last one."""
+
+    @property
+    def ready_seen(self) -> Cmd | None:
+        """The run that printed a line matching the ready line, if the latest did."""
+
+    @property
+    def tail(self) -> LineTail:
+        """The last lines of the current run."""
 
 
 # -- the probes ----------------------------------------------------------------
@@ -333,7 +350,7 @@ async def wait_ready(ovr: Overseer, id: str, readiness: Readiness) -> None:
         to follow) before it was ready; the proc has been stopped and its
         supervision has ended.
     """
-    rec = ovr._procs[id]
+    rec = ovr._watched(id)
     done = ovr._supervision_done(id)  # set when this supervision ends: no run follows
     probes = _probes(ovr, id, readiness, rec.cmd.dir)
     try:
@@ -383,7 +400,7 @@ async def _race(waits: list[Callable[[], Awaitable[object]]], done: trio.Event) 
     return ended
 
 
-async def _hold(probe: _Probe, rec: _Proc) -> None:
+async def _hold(probe: _Probe, rec: Watched) -> None:
     await probe.wait(probe)
     probe.held = True
     if probe.line:  # the run that printed it, while it ran
@@ -397,7 +414,7 @@ def _one_live_run(probes: list[_Probe]) -> bool:
     return len({id(p.run) for p in probes}) == 1 and all(p.live for p in probes)
 
 
-async def _held_at_end(rec: _Proc, probes: list[_Probe]) -> bool:
+async def _held_at_end(rec: Watched, probes: list[_Probe]) -> bool:
     """The supervision has ended: was its last run ready?
 
     Judged on every line that run printed (a ready line just before the
@@ -439,9 +456,9 @@ def _message(
         what += f" after {info.restarts} restart{'s' if info.restarts > 1 else ''}"
     pending = [p for p in probes if not p.held] or probes
     waiting = "; ".join(f"{p.what} ({p.seen})" if p.seen else p.what for p in pending)
-    tail = ovr._procs[id].tail
-    output = format_tail(tail)
-    if not tail and any(p.line for p in pending) and not ovr._procs[id].cmd.pty:
+    rec = ovr._watched(id)
+    output = format_tail(rec.tail)
+    if not rec.tail and any(p.line for p in pending) and not rec.cmd.pty:
         output += f"; {SILENT_HINT}"
     return f"{what}: still waiting for {waiting}\n{output}"
 

@@ -1,4 +1,5 @@
-"""Frozen value records: `Status` of a run, `ProcessInfo` of a proc, `LogMsg`, `LogBatch`."""
+"""Frozen value records: `Status` of a run, `ProcessInfo` of a proc, `LogMsg`,
+`LogBatch`, `OverseerStatistics`."""
 
 from __future__ import annotations
 
@@ -210,3 +211,20 @@ def _make_builders() -> tuple[
 
 
 _new_log_msg, log_msgs = _make_builders()
+
+
+@attrs.frozen
+class OverseerStatistics:
+    """A snapshot of an Overseer's counts (`Overseer.statistics()`), as trio's
+    primitives give one (``trio.MemorySendChannel.statistics()``)."""
+
+    procs: int
+    """Registered procs."""
+    supervised: int
+    """Procs being supervised: a run in progress, or a restart pending."""
+    running: int
+    """Procs whose current run is starting, running or stopping."""
+    subscribers: int
+    """Channels subscribed to state changes or to lines (`watch_*`, `subscribe_*`)."""
+    cut_off_subscribers: int
+    """Subscribers cut off so far because they fell a whole buffer behind."""

@@ -181,27 +181,26 @@ class _Watcher:
         # The tag of the current run of each proc.  ProcessInfo does not carry
         # it, so it is read off the proc record while the run is current.
         for id in self.ovr.list_all():
-            tag = getattr(self.ovr._procs[id].cmd, "_tag", "")
+            tag = self.ovr._run_tag(id)
             if tag:
                 self.tags[tag] = id
 
     async def stop_and_settle(self) -> None:
         """Stop every proc and wait (bounded) until none runs."""
         self.ovr.stop_all()
-        with trio.move_on_after(_SETTLE):
-            for id in self.ovr.list_all():
-                await self.ovr.wait_for_state(id, State.INITIAL, *FINAL_STATES)
+        if self.ovr.statistics().running:
+            with trio.move_on_after(_SETTLE):
+                for id in self.ovr.list_all():
+                    await self.ovr.wait_for_state(id, State.INITIAL, *FINAL_STATES)
         self.note_tags()
 
     def leftovers(self) -> dict[int, str]:
         """Live processes started by the procs: pid -> which proc."""
         found: dict[int, str] = {}
-        token = getattr(self.ovr, "_token", "")
-        if token:
-            prefix = f"{token}.".encode()
-            for pid in _procfs.tagged(TAG_VAR, [prefix]).get(prefix, []):
-                if _procfs.alive(pid):
-                    found[pid] = self._owner(pid)
+        prefix = self.ovr._tag_prefix
+        for pid in _procfs.tagged(TAG_VAR, [prefix]).get(prefix, []):
+            if _procfs.alive(pid):
+                found[pid] = self._owner(pid)
         for leader, id in self.pids.items():
             for pid in _group_members(leader):
                 found.setdefault(pid, f"proc {id!r}")

@@ -42,8 +42,8 @@ import socket
 import stat
 import struct
 import sys
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -54,13 +54,15 @@ from .._text import shorten
 from ._printer import log_json
 
 if TYPE_CHECKING:
-    from ._start import Instance
+    from ._dispatch import Follower
 
 __all__ = [
     "DEFAULT_SOCKET",
     "MAX_REQUEST",
     "ControlServer",
     "ControlSocketError",
+    "Controlled",
+    "LogSource",
     "RequestError",
     "bind_control_socket",
     "parse_signal",
@@ -92,6 +94,69 @@ def parse_signal(value: object) -> int:
         return _signals.parse_signal(value)
     except ValueError as exc:
         raise RequestError(str(exc)) from None
+
+
+# -- what the server serves -----------------------------------------------------
+
+
+class LogSource(Protocol):
+    """The recent lines of the procs, and their new ones as they come (`_dispatch.Dispatcher`)."""
+
+    def recent(self, id: str | None, count: int | None = None) -> list[LogBatch]:
+        """The batches of the last `count` lines kept of `id` (of every proc when None)."""
+
+    def follow(self, id: str | None) -> Follower:
+        """Start forwarding new lines of `id` (every proc when None)."""
+
+    def unfollow(self, follower: Follower) -> None:
+        """Stop forwarding to `follower` and close its channel."""
+
+
+class Controlled(Protocol):
+    """What the control socket serves: a running instance (`_start.Instance`).
+
+    Each request maps to one of these; `RequestError` (a bad id, a proc that
+    is not running, an instance shutting down) goes back to the client.
+    """
+
+    @property
+    def dispatcher(self) -> LogSource:
+        """Where ``logs`` reads lines."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every proc's state, for ``status``."""
+
+    def check_id(self, id: str) -> object:
+        """Raise `RequestError` unless `id` is a proc."""
+
+    def resolve(self, names: Sequence[str]) -> list[str]:
+        """The ids that ids, types, ``GROUP:*`` and patterns address."""
+
+    async def stop(self, id: str) -> dict[str, Any]:
+        """Stop `id` for good and wait until it has ended."""
+
+    async def stop_many(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Stop each of `ids` and wait until all have ended."""
+
+    async def stop_all(self) -> list[dict[str, Any]]:
+        """Stop every proc (the instance then ends) and wait."""
+
+    async def restart(self, id: str) -> dict[str, Any]:
+        """Stop `id` if it runs, start it again."""
+
+    async def restart_many(
+        self, ids: Sequence[str], *, only_ended: bool = False
+    ) -> list[dict[str, Any]]:
+        """Restart each of `ids` (with `only_ended`: start those that ended)."""
+
+    def send_signal(self, id: str, sig: int) -> dict[str, Any]:
+        """Send `sig` to the process group of `id`."""
+
+    def signal_many(self, ids: Sequence[str], sig: int) -> list[dict[str, Any]]:
+        """Send `sig` to each of `ids`."""
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config and apply what changed."""
 
 
 # -- the socket file ----------------------------------------------------------
@@ -190,13 +255,13 @@ def _peer_uid(sock: trio.socket.SocketType) -> int | None:
 
 
 class ControlServer:
-    """Serves control requests for an `Instance`; see the module docs."""
+    """Serves control requests for a `Controlled` instance; see the module docs."""
 
     def __init__(self, sock: socket.socket, identity: tuple[int, int], path: str) -> None:
         self.path = path
         self._sock = sock
         self._identity = identity
-        self._instance: Instance | None = None
+        self._instance: Controlled | None = None
         self._accepting = trio.CancelScope()
         self._connections: trio.Nursery | None = None
         self._handlers = 0
@@ -219,7 +284,10 @@ class ControlServer:
                 os.unlink(self.path)
 
     async def serve(
-        self, instance: Instance, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        instance: Controlled,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept and serve connections until cancelled."""
         self._instance = instance
@@ -347,7 +415,7 @@ class ControlServer:
             return await _send(client, _error(f"internal error: {exc!r}"))
 
     @property
-    def instance(self) -> Instance:
+    def instance(self) -> Controlled:
         assert self._instance is not None
         return self._instance
 
