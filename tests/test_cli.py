@@ -239,6 +239,7 @@ async def test_failures_exit_1_with_restart_and_fatal_lines(tmp_path: Path) -> N
     assert has_line(out, "bad", 7, "exited 3, gave up after 1 restart")  # the budget is spent
     assert has_line(out, "bad", 7, "boom", mark="!")
     assert has_line(out, "missing", 7, "fatal: cannot start .*no-such-program.*")
+    assert "cannot start" not in err  # said once, in the output: the library's log is hidden
     assert len(pids_in(out.splitlines())) == 3  # ok, bad, bad again
 
 

@@ -424,10 +424,13 @@ class Overseer:
                 waiter.event.set()
 
     def _log_state(self, info: ProcessInfo) -> None:
+        """Log a state change; each record carries ``proc`` and ``state`` (its value)
+        as attributes, for handlers that tell records apart (the CLI's)."""
+        extra = {"proc": info.id, "state": info.state.value}
         if info.state is State.RUNNING:
-            logger.info("proc %r running (pid %d): %s", info.id, info.pid, info.cmd)
+            logger.info("proc %r running (pid %d): %s", info.id, info.pid, info.cmd, extra=extra)
         elif info.state is State.FATAL:
-            logger.error("proc %r cannot start: %s", info.id, info.error)
+            logger.error("proc %r cannot start: %s", info.id, info.error, extra=extra)
         elif info.state in FINAL_STATES:
             how = info.error or f"exit code {info.exit_code}"
             if info.restart_in is not None:
@@ -436,9 +439,9 @@ class Overseer:
                 then = f", gave up after {info.restarts} restarts (retry_times)"
             else:
                 then = ""
-            logger.info("proc %r %s (%s)%s", info.id, info.state.value, how, then)
+            logger.info("proc %r %s (%s)%s", info.id, info.state.value, how, then, extra=extra)
         else:
-            logger.debug("proc %r %s", info.id, info.state.value)
+            logger.debug("proc %r %s", info.id, info.state.value, extra=extra)
 
     def _output(self, rec: _Proc, kind: int, lines: list[str]) -> None:
         """Called by the Cmd with lines that arrived together: fan them out.

@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from ._dispatch import Follower
 
 __all__ = [
-    "DEFAULT_SOCKET",
     "MAX_REQUEST",
     "ControlServer",
     "ControlSocketError",
@@ -70,7 +69,6 @@ __all__ = [
 
 logger = logging.getLogger("trio_overseer.cli")
 
-DEFAULT_SOCKET = ".trio-overseer.sock"
 MAX_REQUEST = 64 * 1024  # bytes in one request line
 MAX_CLIENTS = 64  # connections served at once; a new one evicts the longest waiting on its client
 SEND_TIMEOUT = 5.0  # seconds a client may take to accept one reply

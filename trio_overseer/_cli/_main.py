@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ._defaults import DEFAULT_SOCKET, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from ._config import ProcSpec
@@ -25,11 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-_DEFAULT_SOCKET = ".trio-overseer.sock"
 _STATUS_TIMEOUT = 10.0
 
 
@@ -45,7 +41,7 @@ class _HideCannotStart(logging.Filter):
     """The library logs a proc that cannot start; our output has a line for it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("proc %r cannot start")
+        return getattr(record, "state", None) != "fatal"
 
 
 def _setup_logging() -> None:
@@ -433,8 +429,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--socket",
             metavar="PATH",
-            default=_DEFAULT_SOCKET,
-            help=f"the control socket (default: ./{_DEFAULT_SOCKET})",
+            default=DEFAULT_SOCKET,
+            help=f"the control socket (default: ./{DEFAULT_SOCKET})",
         )
 
     def config_option(sub: argparse.ArgumentParser, *, scaling: bool = True) -> None:

@@ -53,24 +53,19 @@ from .._records import ProcessInfo
 from .._state import State
 from ._config import ConfigError, ProcSpec
 from ._control import ControlServer, RequestError
+from ._defaults import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from ._dispatch import Dispatcher
 from ._printer import Printer, state_dict
 from ._project import matches
 from ._writer import Messages, Writer
 
 __all__ = [
-    "EXIT_BROKEN_PIPE",
-    "EXIT_INTERRUPTED",
-    "EXIT_USAGE",
     "ExitPolicy",
     "Instance",
     "add_proc",
     "add_procs",
 ]
 
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141
-EXIT_USAGE = 2
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _LIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 _REACHED = frozenset({State.RUNNING, State.FATAL, State.FINISHED, State.INTERRUPTED})
