@@ -28,9 +28,20 @@ from collections.abc import Callable
 
 import trio
 
-from trio_overseer import _procfs
+from trio_overseer import State, _procfs
 
 PY = sys.executable
+#: The guard of anything awaited on real processes: generous, never a sync point.
+T = 30
+#: The final states of a run.
+FINAL = frozenset({State.FINISHED, State.INTERRUPTED, State.FATAL})
+#: The transitions of API.md's table, written out again independently of the code.
+ALLOWED: dict[State, set[State]] = {
+    State.INITIAL: {State.STARTING},
+    State.STARTING: {State.RUNNING, State.FATAL, State.STOPPING},
+    State.RUNNING: {State.STOPPING, State.FINISHED, State.INTERRUPTED},
+    State.STOPPING: {State.FINISHED, State.INTERRUPTED},
+}
 #: -I: ignore PYTHON* variables and the user site; -S: no site import (faster
 #: start, the snippets only use the stdlib); -u: unbuffered stdout/stderr, so
 #: every print reaches the pipe at once.

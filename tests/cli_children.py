@@ -27,13 +27,13 @@ from typing import Any
 import children
 import trio
 import yaml
-from children import pid_alive as pid_alive  # re-exported for the CLI tests
+from children import T as T  # re-exported for the CLI tests
+from children import pid_alive as pid_alive
 
 PY = sys.executable
 TOOL = [PY, "-m", "trio_overseer"]
 #: The console script, as a user runs it (installed beside the interpreter).
 INSTALLED = [os.path.join(os.path.dirname(PY), "trio-overseer")]
-T = 20  # guard for anything awaited on real processes: generous, never a sync point
 
 
 def py(code: str) -> list[str]:
@@ -45,18 +45,7 @@ SLEEP_FOREVER = [PY, *children.SLEEP_FOREVER]
 IGNORE_SIGTERM = [PY, *children.IGNORE_SIGTERM]
 
 #: Prints "got SIGUSR1"/"got SIGUSR2" and keeps running.
-PRINT_SIGNALS = py(
-    """
-    import signal, time
-    def on_signal(signum, frame):
-        print("got", signal.Signals(signum).name)
-    signal.signal(signal.SIGUSR1, on_signal)
-    signal.signal(signal.SIGUSR2, on_signal)
-    print("ready")
-    while True:
-        time.sleep(3600)
-    """
-)
+PRINT_SIGNALS = [PY, *children.PRINT_SIGNALS]
 
 
 def exit_with(code: int, out: str = "", err: str = "") -> list[str]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from children import T
 
 from trio_overseer import STDOUT, LogBatch, ProcessInfo, State
 from trio_overseer._cli._dispatch import Dispatcher
 from trio_overseer._cli._printer import Printer
 
 TS = 1_700_000_000.25
-T = 20
 
 
 def info(id: str, state: State) -> ProcessInfo:

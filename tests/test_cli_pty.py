@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from cli_children import INSTALLED, PY, Lines, client, run, run_tool, write_text, write_yaml
+from cli_children import INSTALLED, PY, Lines, T, client, run, run_tool, write_text, write_yaml
 
 from trio_overseer._cli._config import ConfigError, describe, load_config
 
@@ -21,7 +21,6 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the CLI tests run on Linux"
 )
 
-T = 20
 
 PTY_YAML = """
 web:
@@ -46,6 +45,7 @@ pty = false
 [procs.plain]
 cmd = "z"
 """
+
 
 #: Reports its terminal, writes to stderr too, then prints a line it keeps in
 #: its buffer on a pipe (no -u, no PYTHONUNBUFFERED) and waits for `go`.

@@ -19,6 +19,7 @@ from children import (
     EXIT_1,
     EXIT_42,
     FAIL_UNTIL,
+    FINAL,
     IGNORE_SIGTERM,
     KILL_SELF,
     PRINT_BOTH,
@@ -37,6 +38,7 @@ from children import (
     WRITE_HEX,
     WRITE_REPEATED,
     Lines,
+    T,
     exit_with,
     kill_quietly,
     pid_alive,
@@ -55,8 +57,6 @@ from trio_overseer import (
 )
 
 #: Guard for anything awaited on a real process: generous, never a sync point.
-T = 20
-FINAL = (State.FINISHED, State.INTERRUPTED, State.FATAL)
 
 
 async def run_collect(cmd: Cmd) -> tuple[Status, list[str], list[str]]:
@@ -509,53 +509,51 @@ async def test_dead_group_members_reparented_to_supervisor(tmp_path: Path) -> No
     assert "survived SIGKILL" not in err, err
 
 
+@asynccontextmanager
+async def grandchild_of(cmd: Cmd) -> AsyncIterator[int]:
+    """Run `cmd` (a SPAWN_DETACHED_GRANDCHILD) until the block's end; give the
+    grandchild's pid once it is ready.  The grandchild is killed in any case."""
+    out = Lines()
+    grandchild = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(out.pump_channel, cmd.stdout)
+            await nursery.start(cmd.run)
+            await out.wait_for("ready")
+            grandchild = int(out.lines[0])
+            yield grandchild
+    finally:
+        if grandchild is not None:
+            kill_quietly(grandchild)
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await wait_pid_gone(grandchild)
+
+
 @pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_stop_does_not_wait_for_eof(how: str) -> None:
     # The detached grandchild, out of the library's reach, keeps stdout open
     # after the child has died: no EOF until the test kills it.
     cmd = Cmd(PY, SPAWN_DETACHED_GRANDCHILD(clean_env=True), streaming=True, stop_timeout=0.5)
-    out = Lines()
-    grandchild = None
-    try:
-        with trio.fail_after(T):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(out.pump_channel, cmd.stdout)
-                await nursery.start(cmd.run)
-                await out.wait_for("ready")
-                grandchild = int(out.lines[0])
-                getattr(cmd, how)()
-                with trio.fail_after(5):
-                    status = await cmd.wait()
-                assert status.exit == (-signal.SIGTERM if how == "stop" else -signal.SIGKILL)
-                assert pid_alive(grandchild), "precondition: the pipe is still held open"
-                kill_quietly(grandchild)  # EOF at last: the pump can end
-    finally:
-        if grandchild is not None:
-            kill_quietly(grandchild)
-            with trio.move_on_after(5):
-                await wait_pid_gone(grandchild)
+    with trio.fail_after(T):
+        async with grandchild_of(cmd) as grandchild:
+            getattr(cmd, how)()
+            with trio.fail_after(5):
+                status = await cmd.wait()
+            assert status.exit == (-signal.SIGTERM if how == "stop" else -signal.SIGKILL)
+            assert pid_alive(grandchild), "precondition: the pipe is still held open"
+            kill_quietly(grandchild)  # EOF at last: the pump can end
 
 
 async def test_escaped_descendant_is_swept() -> None:
     # The grandchild left the process group (setsid) but inherited the
     # environment: the library finds it and ends it with the run.
     cmd = Cmd(PY, SPAWN_DETACHED_GRANDCHILD(), streaming=True, stop_timeout=0.5)
-    out = Lines()
-    grandchild = None
-    try:
-        with trio.fail_after(T):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(out.pump_channel, cmd.stdout)
-                await nursery.start(cmd.run)
-                await out.wait_for("ready")
-                grandchild = int(out.lines[0])
-                cmd.stop()
+    with trio.fail_after(T):
+        async with grandchild_of(cmd) as grandchild:
+            cmd.stop()
             status = await cmd.wait()
-        assert status.error == "signal: SIGTERM"
-        assert not pid_alive(grandchild), "the escaped grandchild survived the run"
-    finally:
-        if grandchild is not None:
-            kill_quietly(grandchild)
+            assert not pid_alive(grandchild), "the escaped grandchild survived the run"
+    assert status.error == "signal: SIGTERM"
 
 
 async def test_kill_child_ignoring_sigterm_holding_stdout() -> None:

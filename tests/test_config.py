@@ -547,19 +547,39 @@ def test_yaml_duplicates_reported_with_other_problems(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "fragment"),
+    ("name", "text", "fragment"),
     [
-        ("", "file is empty"),
-        ("\n\n   \n", "file is empty"),
-        ("# only a comment\n", "file is empty"),
-        ("{}\n", "no procs defined"),
-        ("- cmd: x\n", "top level must be a mapping of proc id to settings, got a list"),
-        ("just a string\n", "top level must be a mapping of proc id to settings, got a string"),
-        ("42\n", "top level must be a mapping"),
+        ("overseer.yml", "", "file is empty"),
+        ("overseer.yml", "\n\n   \n", "file is empty"),
+        ("overseer.yml", "# only a comment\n", "file is empty"),
+        ("overseer.yml", "{}\n", "no procs defined"),
+        (
+            "overseer.yml",
+            "- cmd: x\n",
+            "top level must be a mapping of proc id to settings, got a list",
+        ),
+        (
+            "overseer.yml",
+            "just a string\n",
+            "top level must be a mapping of proc id to settings, got a string",
+        ),
+        ("overseer.yml", "42\n", "top level must be a mapping"),
+        ("overseer.toml", "", "file is empty"),
+        ("overseer.toml", "# nothing\n", "file is empty"),
+        ("overseer.toml", "procs = 3\n", "'procs' must be a table of proc tables"),
+        (
+            "overseer.toml",
+            '[procs]\nweb = "python3 app.py"\n',
+            "proc 'web': expected a mapping of settings",
+        ),
+        ("overseer.toml", '[web]\ncmd = "x"\n', "unknown top-level key 'web'"),
+        ("overseer.toml", "[procs.web\n", "line 1: invalid TOML: "),
+        ("overseer.toml", '[procs.web]\ncmd = "x\n', "line 2: invalid TOML: "),
+        ("overseer.toml", "[procs]\n", "no procs defined"),
     ],
 )
-def test_yaml_bad_top_level(tmp_path: Path, text: str, fragment: str) -> None:
-    path = write(tmp_path, "overseer.yml", text)
+def test_bad_files(tmp_path: Path, name: str, text: str, fragment: str) -> None:
+    path = write(tmp_path, name, text)
     (problem,) = config_error(path).problems
     assert problem.startswith(f"{path}: ")
     assert fragment in problem
@@ -696,26 +716,6 @@ def test_toml_duplicate_proc(tmp_path: Path) -> None:
         """,
     )
     assert config_error(path).problems == [f"{path}: line 4: proc 'web': duplicate proc id"]
-
-
-@pytest.mark.parametrize(
-    ("text", "fragment"),
-    [
-        ("", "file is empty"),
-        ("# nothing\n", "file is empty"),
-        ("procs = 3\n", "'procs' must be a table of proc tables"),
-        ('[procs]\nweb = "python3 app.py"\n', "proc 'web': expected a mapping of settings"),
-        ('[web]\ncmd = "x"\n', "unknown top-level key 'web'"),
-        ("[procs.web\n", "line 1: invalid TOML: "),
-        ('[procs.web]\ncmd = "x\n', "line 2: invalid TOML: "),
-        ("[procs]\n", "no procs defined"),
-    ],
-)
-def test_toml_bad_files(tmp_path: Path, text: str, fragment: str) -> None:
-    path = write(tmp_path, "overseer.toml", text)
-    (problem,) = config_error(path).problems
-    assert problem.startswith(f"{path}: ")
-    assert fragment in problem
 
 
 # --------------------------------------------------------------------------

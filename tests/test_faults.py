@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import trio
-from children import EXIT_0, PRINT_SIGNALS, PY, tagged_env
+from children import EXIT_0, FINAL, PRINT_SIGNALS, PY, T, tagged_env
 from zoo import (
     CLOSE_STDOUT_EARLY,
     FORK_BOMB,
@@ -47,8 +47,6 @@ from trio_overseer import (
     open_overseer,
 )
 
-T = 30  # guard for anything awaited on real processes; never a sync point
-FINAL = (State.FINISHED, State.INTERRUPTED, State.FATAL)
 TESTS = Path(__file__).parent
 NOBODY = 65534
 

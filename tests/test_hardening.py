@@ -49,9 +49,12 @@ import pytest
 import trio
 import trio.testing
 from children import (
+    ALLOWED,
     EXIT_1,
+    FINAL,
     PY,
     TAG_VAR,
+    T,
     describe,
     my_zombies,
     pid_alive,
@@ -59,9 +62,8 @@ from children import (
     tagged_pids,
     wait_pid_gone,
 )
-from hypothesis import HealthCheck, note, settings
+from hypothesis import note, settings
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule
 from zoo import (
     FAST_LINES,
@@ -88,29 +90,14 @@ from trio_overseer import (
     open_overseer,
 )
 
-# Profiles: "ci" (the default) bounds the example count; "long" is the long
-# campaign, --hypothesis-profile=long.  Applied to this module's test only:
-# loading a profile here would change the settings of every @given test
-# decorated after this import, and of none before it (order-dependent).
-# --hypothesis-profile needs the profiles registered before pytest_configure,
-# i.e. in conftest.py; registered there, they are not registered again here.
-_PROFILE: dict[str, Any] = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
-for _name, _examples in (("ci", 100), ("long", 500)):
-    try:
-        settings.get_profile(_name)
-    except InvalidArgument:
-        settings.register_profile(_name, max_examples=_examples, **_PROFILE)
+# Profiles (registered in conftest.py): "ci" (the default) bounds the example
+# count; "long" is the long campaign, --hypothesis-profile=long.  Applied to
+# this module's test only: loading a profile here would change the settings
+# of every @given test decorated after this import, and of none before it.
 _ACTIVE = settings.get_current_profile_name()
 PROFILE = settings.get_profile("ci" if _ACTIVE == "default" else _ACTIVE)
 
-FINAL = frozenset({State.FINISHED, State.INTERRUPTED, State.FATAL})
-ALLOWED = {
-    State.STARTING: {State.RUNNING, State.FATAL, State.STOPPING},
-    State.RUNNING: {State.STOPPING, State.FINISHED, State.INTERRUPTED},
-    State.STOPPING: {State.FINISHED, State.INTERRUPTED},
-}
 STOP_TIMEOUT = 0.2
-T = 20  # guard for anything awaited on real processes; never a sync point
 
 
 # --- the program: operations as data ------------------------------------------------

@@ -18,10 +18,12 @@ import pytest
 import trio
 import trio.testing
 from children import (
+    ALLOWED,
     EXIT_0,
     EXIT_1,
     EXIT_42,
     FAIL_UNTIL,
+    FINAL,
     IGNORE_SIGTERM,
     KILL_SELF,
     PRINT_BOTH,
@@ -30,6 +32,7 @@ from children import (
     PRINT_THEN_SLEEP,
     PY,
     SLEEP_FOREVER,
+    T,
     exit_with,
     pid_alive,
     python,
@@ -55,15 +58,6 @@ from trio_overseer import (
     _procfs,
     open_overseer,
 )
-
-T = 20  # guard for anything awaited on real processes; never a sync point
-FINAL = frozenset({State.FINISHED, State.INTERRUPTED, State.FATAL})
-ALLOWED = {
-    State.INITIAL: {State.STARTING},
-    State.STARTING: {State.RUNNING, State.FATAL, State.STOPPING},
-    State.RUNNING: {State.STOPPING, State.FINISHED, State.INTERRUPTED},
-    State.STOPPING: {State.FINISHED, State.INTERRUPTED},
-}
 
 
 def overseer(**kwargs: Any) -> Any:
@@ -283,7 +277,7 @@ async def test_remove() -> None:
         assert ovr.has_proc("idle")
 
 
-async def test_remove_running_raises() -> None:
+async def test_a_busy_proc_refuses_remove_and_a_second_supervise() -> None:
     async with overseer() as ovr:
         ovr.add("p", PY, SLEEP_FOREVER)
         with trio.fail_after(T):
@@ -292,15 +286,6 @@ async def test_remove_running_raises() -> None:
                 ovr.remove("p")
             assert isinstance(info.value, RuntimeError) and isinstance(info.value, OverseerError)
             assert ovr.has_proc("p")
-            ovr.stop("p")
-            await ovr.wait_for_state("p", *FINAL)
-
-
-async def test_supervise_twice_raises() -> None:
-    async with overseer() as ovr:
-        ovr.add("p", PY, SLEEP_FOREVER)
-        with trio.fail_after(T):
-            await ovr.start("p")
             with pytest.raises(ProcRunningError):
                 await ovr.supervise("p")
             ovr.stop("p")

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 import trio
 from children import (
+    FINAL,
     PY,
     SLEEP_FOREVER,
     SPAWN_DETACHED_GRANDCHILD,
     SPAWN_GRANDCHILD_EXIT_0,
+    T,
     pid_alive,
     python,
     wait_pid_gone,
@@ -40,9 +42,6 @@ from trio_overseer import (
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs /proc and Linux ptys")
-
-T = 30  # guard for anything awaited on real processes; never a sync point
-FINAL = (State.FINISHED, State.INTERRUPTED, State.FATAL)
 
 
 @pytest.fixture(params=["posix_spawn", "popen"])

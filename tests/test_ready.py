@@ -12,13 +12,10 @@ from typing import Any
 
 import pytest
 import trio
-from children import PRINT_THEN_SLEEP, PY, SLEEP_FOREVER, python
+from children import FINAL, PRINT_THEN_SLEEP, PY, SLEEP_FOREVER, T, python
 
 from trio_overseer import NotReadyError, Overseer, OverseerError, State, open_overseer
 from trio_overseer._ready import make_readiness, wait_ready
-
-T = 20  # guard for anything awaited on real processes; never a sync point
-FINAL = (State.FINISHED, State.INTERRUPTED, State.FATAL)
 
 
 def overseer(**kwargs: Any) -> Any:

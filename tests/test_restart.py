@@ -12,12 +12,9 @@ from typing import Any
 
 import pytest
 import trio
-from children import EXIT_0, EXIT_1, EXIT_42, FAIL_UNTIL, PY
+from children import EXIT_0, EXIT_1, EXIT_42, FAIL_UNTIL, FINAL, PY, T
 
 from trio_overseer import Overseer, ProcessInfo, State, open_overseer
-
-T = 20  # guard for anything awaited on real processes; never a sync point
-FINAL = frozenset({State.FINISHED, State.INTERRUPTED, State.FATAL})
 
 
 async def supervised(id: str, exec: str, args: Any, **options: Any) -> list[ProcessInfo]:
@@ -76,9 +73,7 @@ async def test_a_stable_run_resets_the_retry_count(tmp_path: Path) -> None:
     finals: list[ProcessInfo] = []
     with trio.fail_after(T):
         async with open_overseer(handle_signals=False, backoff_base=0.001) as ovr:
-            ovr.add(
-                "p", "sh", ["-c", FLAKY], dir=tmp_path, retry_times=2, reset_after=reset_after
-            )
+            ovr.add("p", "sh", ["-c", FLAKY], dir=tmp_path, retry_times=2, reset_after=reset_after)
             async with ovr.subscribe_states() as states, trio.open_nursery() as nursery:
                 nursery.start_soon(ovr.supervise, "p")
                 await ovr.wait_for_log("p", "^up$")

@@ -23,9 +23,9 @@ from children import (
     EXIT_42,
     IGNORE_SIGTERM,
     PY,
-    SLEEP_FOREVER,
     TRAP_SIGTERM_WRITE,
     Lines,
+    T,
     pid_alive,
 )
 from hypothesis import given
@@ -86,7 +86,6 @@ def test_signal_names() -> None:
     assert describe_signal(unnamed) == f"signal {unnamed}"
 
 
-T = 20
 ROOT = Path(__file__).resolve().parent.parent
 
 PRELUDE = """
@@ -269,35 +268,74 @@ async def program(
                 await proc.wait()
 
 
-EXPECTED_RETURNCODE = {signal.SIGINT: -signal.SIGINT, signal.SIGTERM: -signal.SIGTERM,
-                       signal.SIGHUP: -signal.SIGHUP}  # fmt: skip
+@attrs.frozen
+class Way:
+    """How a program runs its procs: what it takes, and how it ends on a signal."""
+
+    name: str
+    program: str  # handle_signals=True (the default)
+    app_program: str  # the application handles SIG itself
+    signals: tuple[signal.Signals, ...]  # what it takes
+    returned: str  # the line it prints once its supervising call returned
+
+    def __str__(self) -> str:
+        return self.name
+
+    def returncode(self, sig: signal.Signals) -> int:
+        """How the program ends on `sig`: the block dies of it, supervise_all() returns."""
+        return -sig if self is BLOCK else 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
-async def test_block_signal_stops_gracefully_then_dies_of_it(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
+BLOCK = Way(
+    "block",
+    BLOCK_PROGRAM,
+    APP_HANDLES_BLOCK_PROGRAM,
+    (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+    "block left",
+)
+SUPERVISE_ALL = Way(
+    "supervise_all",
+    SUPERVISE_ALL_PROGRAM,
+    APP_HANDLES_SUPERVISE_ALL_PROGRAM,
+    (signal.SIGINT, signal.SIGTERM),
+    "supervise_all returned",
+)
+WAYS = pytest.mark.parametrize(
+    ("way", "sig"),
+    [(way, sig) for way in (BLOCK, SUPERVISE_ALL) for sig in way.signals],
+    ids=lambda value: str(value.name if isinstance(value, signal.Signals) else value),
+)
+
+
+@WAYS
+async def test_signal_stops_gracefully(tmp_path: Path, way: Way, sig: signal.Signals) -> None:
     markers = {id: tmp_path / f"{id}.marker" for id in ("a", "b")}
     children = {id: TRAP_SIGTERM_WRITE(path) for id, path in markers.items()}
     with trio.fail_after(T):
-        async with program(tmp_path, BLOCK_PROGRAM, children, stop_timeout=10.0) as prog:
+        async with program(tmp_path, way.program, children, stop_timeout=10.0) as prog:
             pids = [await prog.child_ready(id) for id in children]
             prog.proc.send_signal(sig)
             returncode = await prog.end()
-    assert returncode == -sig, (prog.out.lines, prog.stderr())
+    assert returncode == way.returncode(sig), (prog.out.lines, prog.stderr())
     # stopped gracefully: each child got its stop signal and exited by itself
     assert [path.read_text() for path in markers.values()] == ["SIGTERM", "SIGTERM"]
     assert not any(map(pid_alive, pids))
-    assert "main returned" not in prog.out.lines
-    if sig == signal.SIGINT:
-        assert "KeyboardInterrupt" in prog.out.lines, prog.stderr()
+    if way is BLOCK:  # then it dies of the signal, as Python's default would
+        assert "main returned" not in prog.out.lines
+        if sig == signal.SIGINT:
+            assert "KeyboardInterrupt" in prog.out.lines, prog.stderr()
+    else:  # supervise_all() returns normally (as the Go original)
+        assert way.returned in prog.out.lines
+        assert "main returned" in prog.out.lines
+        for id in children:
+            assert any(line.startswith(f"state {id} finished ") for line in prog.out.lines)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
-async def test_block_second_signal_kills(tmp_path: Path, sig: signal.Signals) -> None:
+@WAYS
+async def test_second_signal_kills(tmp_path: Path, way: Way, sig: signal.Signals) -> None:
     children = {"a": IGNORE_SIGTERM, "b": IGNORE_SIGTERM}
     with trio.fail_after(T):
-        async with program(tmp_path, BLOCK_PROGRAM, children, stop_timeout=60.0) as prog:
+        async with program(tmp_path, way.program, children, stop_timeout=60.0) as prog:
             pids = [await prog.child_ready(id) for id in children]
             prog.proc.send_signal(sig)
             for id in children:
@@ -305,87 +343,33 @@ async def test_block_second_signal_kills(tmp_path: Path, sig: signal.Signals) ->
             # both ignore SIGTERM: without a second signal this would take 60 s
             prog.proc.send_signal(sig)
             returncode = await prog.end()
-    assert returncode == -sig, (prog.out.lines, prog.stderr())
+    assert returncode == way.returncode(sig), (prog.out.lines, prog.stderr())
     assert not any(map(pid_alive, pids))
+    if way is SUPERVISE_ALL:  # killed, not stopped: the final states say so
+        assert way.returned in prog.out.lines
+        for id, pid in zip(children, pids, strict=True):
+            assert f"state {id} interrupted {pid} signal: SIGKILL" in prog.out.lines
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=str)
-async def test_supervise_all_signal_stops_all_and_returns(
-    tmp_path: Path, sig: signal.Signals
+@WAYS
+async def test_a_signal_the_application_handles_stays_its(
+    tmp_path: Path, way: Way, sig: signal.Signals
 ) -> None:
     markers = {id: tmp_path / f"{id}.marker" for id in ("a", "b")}
     children = {id: TRAP_SIGTERM_WRITE(path) for id, path in markers.items()}
-    with trio.fail_after(T):
-        async with program(tmp_path, SUPERVISE_ALL_PROGRAM, children, stop_timeout=10.0) as prog:
-            pids = [await prog.child_ready(id) for id in children]
-            prog.proc.send_signal(sig)
-            returncode = await prog.end()
-    assert returncode == 0, (prog.out.lines, prog.stderr())
-    assert "supervise_all returned" in prog.out.lines
-    assert "main returned" in prog.out.lines
-    assert [path.read_text() for path in markers.values()] == ["SIGTERM", "SIGTERM"]
-    assert not any(map(pid_alive, pids))
-    for id in children:
-        assert any(line.startswith(f"state {id} finished ") for line in prog.out.lines)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=str)
-async def test_supervise_all_second_signal_kills(tmp_path: Path, sig: signal.Signals) -> None:
-    children = {"a": IGNORE_SIGTERM, "b": IGNORE_SIGTERM}
-    with trio.fail_after(T):
-        async with program(tmp_path, SUPERVISE_ALL_PROGRAM, children, stop_timeout=60.0) as prog:
-            pids = [await prog.child_ready(id) for id in children]
-            prog.proc.send_signal(sig)
-            for id in children:
-                await prog.out.wait_for(lambda line, id=id: line.startswith(f"state {id} stopping"))
-            prog.proc.send_signal(sig)
-            returncode = await prog.end()
-    assert returncode == 0, (prog.out.lines, prog.stderr())
-    assert "supervise_all returned" in prog.out.lines
-    assert not any(map(pid_alive, pids))
-    # killed, not stopped: the final states say so
-    for id in children:
-        assert f"state {id} interrupted {pids[list(children).index(id)]} signal: SIGKILL" in (
-            prog.out.lines
-        ), prog.out.lines
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
-async def test_block_leaves_a_signal_the_application_handles(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    markers = {id: tmp_path / f"{id}.marker" for id in ("a", "b")}
-    children = {id: TRAP_SIGTERM_WRITE(path) for id, path in markers.items()}
-    body = f"SIG = signal.{sig.name}\n" + APP_HANDLES_BLOCK_PROGRAM
+    body = f"SIG = signal.{sig.name}\n" + way.app_program
     with trio.fail_after(T):
         async with program(tmp_path, body, children, stop_timeout=10.0) as prog:
             pids = [await prog.child_ready(id) for id in children]
             prog.proc.send_signal(sig)
             returncode = await prog.end()
     # The application got the signal while its procs still ran, and ended
-    # as it decided; leaving the block stopped the procs as usual.
+    # as it decided; its stop (or leaving the block) stopped the procs as usual.
     assert returncode == 7, (prog.out.lines, prog.stderr())
     assert f"app got {sig.name} running running" in prog.out.lines, prog.out.lines
-    assert "block left" in prog.out.lines
+    assert way.returned in prog.out.lines
     assert "KeyboardInterrupt" not in prog.stderr()
     assert [path.read_text() for path in markers.values()] == ["SIGTERM", "SIGTERM"]
-    assert not any(map(pid_alive, pids))
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=str)
-async def test_supervise_all_leaves_a_signal_the_application_handles(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    children = {"a": SLEEP_FOREVER, "b": SLEEP_FOREVER}
-    body = f"SIG = signal.{sig.name}\n" + APP_HANDLES_SUPERVISE_ALL_PROGRAM
-    with trio.fail_after(T):
-        async with program(tmp_path, body, children, stop_timeout=10.0) as prog:
-            pids = [await prog.child_ready(id) for id in children]
-            prog.proc.send_signal(sig)
-            returncode = await prog.end()
-    assert returncode == 7, (prog.out.lines, prog.stderr())
-    assert f"app got {sig.name} running running" in prog.out.lines, prog.out.lines
-    assert "supervise_all returned" in prog.out.lines
     assert not any(map(pid_alive, pids))
 
 

@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 import trio
-from children import PY, REPORT_SETUP, SLEEP_FOREVER, python
+from children import PY, REPORT_SETUP, SLEEP_FOREVER, T, python
 
 from trio_overseer import Cmd, State, _spawn
-
-T = 20
 
 #: Prints the descriptors it was started with (the listing's own is left out).
 PRINT_FDS = python(
@@ -117,9 +115,9 @@ def _tag() -> dict[str, str]:
     return {TAG_VAR: os.environ[TAG_VAR]}
 
 
-async def test_stop_while_the_spawn_waits_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Another child is alive, so the spawn goes to a worker thread; a stop()
-    # arriving meanwhile is done as soon as the process exists.
+@pytest.fixture
+def held_spawn(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Spawns in a worker thread wait there: (one is waiting, let them go on)."""
     if _spawn._POSIX_SPAWN is None:
         pytest.skip("spawns use threads only with posix_spawn")
     in_thread = threading.Event()
@@ -133,83 +131,41 @@ async def test_stop_while_the_spawn_waits_in_a_thread(monkeypatch: pytest.Monkey
         return real_start(*args)
 
     monkeypatch.setattr(_spawn, "_start", slow_start)
-    other = Cmd(PY, SLEEP_FOREVER)
-    cmd = Cmd(PY, SLEEP_FOREVER)
-    with trio.fail_after(T):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(other.run)
-            nursery.start_soon(cmd.run)
-            await trio.to_thread.run_sync(in_thread.wait)
-            assert cmd.state is State.STARTING
-            cmd.stop()
-            cmd.stop()  # idempotent
-            go_on.set()
-            status = await cmd.wait()
-            other.stop()
-    assert status.pid > 0 and status.exit == -signal.SIGTERM, status
-    assert status.error == "signal: SIGTERM"
+    return in_thread, go_on
 
 
-async def test_kill_while_the_spawn_waits_in_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    if _spawn._POSIX_SPAWN is None:
-        pytest.skip("spawns use threads only with posix_spawn")
-    in_thread = threading.Event()
-    go_on = threading.Event()
-    real_start = _spawn._start
-
-    def slow_start(*args: Any) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            in_thread.set()
-            go_on.wait(T)
-        return real_start(*args)
-
-    monkeypatch.setattr(_spawn, "_start", slow_start)
+@pytest.mark.parametrize("end", ["stop", "kill", "cancel"])
+async def test_ended_while_the_spawn_waits_in_a_thread(
+    held_spawn: tuple[threading.Event, threading.Event], end: str
+) -> None:
+    # Another child is alive, so the spawn goes to a worker thread.  A stop()
+    # or kill() arriving meanwhile is done as soon as the process exists; a
+    # cancellation lets the spawn complete, then stops the child like any
+    # other run's (nothing is left behind, run() re-raises).
+    in_thread, go_on = held_spawn
     other = Cmd(PY, SLEEP_FOREVER)
     cmd = Cmd(PY, SLEEP_FOREVER, stop_timeout=60)
-    with trio.fail_after(T):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(other.run)
-            nursery.start_soon(cmd.run)
-            await trio.to_thread.run_sync(in_thread.wait)
-            cmd.stop()
-            cmd.kill()  # escalates: SIGKILL at once, no 60 s wait
-            go_on.set()
-            status = await cmd.wait()
-            other.kill()
-    assert status.exit == -signal.SIGKILL, status
-
-
-async def test_cancelled_while_the_spawn_waits_in_a_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The spawn completes; the cancellation then stops the child like any
-    # other run's (nothing is left behind, run() re-raises).
-    if _spawn._POSIX_SPAWN is None:
-        pytest.skip("spawns use threads only with posix_spawn")
-    in_thread = threading.Event()
-    go_on = threading.Event()
-    real_start = _spawn._start
-
-    def slow_start(*args: Any) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            in_thread.set()
-            go_on.wait(T)
-        return real_start(*args)
-
-    monkeypatch.setattr(_spawn, "_start", slow_start)
-    other = Cmd(PY, SLEEP_FOREVER)
-    cmd = Cmd(PY, SLEEP_FOREVER)
     with trio.fail_after(T):
         async with trio.open_nursery() as outer:
             await outer.start(other.run)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(cmd.run)
                 await trio.to_thread.run_sync(in_thread.wait)
-                nursery.cancel_scope.cancel()
+                assert cmd.state is State.STARTING
+                if end == "cancel":
+                    nursery.cancel_scope.cancel()
+                else:
+                    cmd.stop()
+                    cmd.stop()  # idempotent
+                    if end == "kill":
+                        cmd.kill()  # escalates: SIGKILL at once, no 60 s wait
                 go_on.set()
             other.stop()
     status = cmd.status()
     assert cmd.state is State.INTERRUPTED and status.pid > 0, status
+    if end != "cancel":
+        sig = signal.SIGKILL if end == "kill" else signal.SIGTERM
+        assert status.exit == -sig and status.error == f"signal: {sig.name}", status
 
 
 async def test_many_at_once_overlap_and_all_end(way: str) -> None:
