@@ -13,7 +13,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from tables import walk
 
@@ -64,6 +64,7 @@ def test_restart_delay_bounds(k: int, delay: float, base: float, cap: float, u: 
 
 
 @given(st.integers(1, 5000), seconds, seconds, seconds)
+@example(k=1024, delay=0.0, base=5e-324, cap=1.0)  # a tiny base: 2 ** 1023 is no overflow yet
 def test_restart_delay_jitter_range(k: int, delay: float, base: float, cap: float) -> None:
     low = restart_delay(k, delay_start=delay, backoff_base=base, backoff_max=cap, jitter=0.0)
     high = restart_delay(k, delay_start=delay, backoff_base=base, backoff_max=cap, jitter=0.999999)

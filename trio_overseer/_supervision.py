@@ -40,6 +40,7 @@ imports nothing from `_overseer`.
 from __future__ import annotations
 
 import enum
+import math
 import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
@@ -65,8 +66,6 @@ __all__ = [
     "restart_delay",
     "restarts_counted",
 ]
-
-_MAX_EXPONENT = sys.float_info.max_exp - 1  # 2.0 ** 1024 raises OverflowError
 
 #: Seconds of uptime after which a run counts as stable (see `restarts_counted`).
 #: A crash loop is a run that fails during its start-up: a bad config, a port
@@ -148,10 +147,11 @@ def restart_delay(
     without overflow; `jitter` in [0, 1) picks the point in [d/2, d] (it is
     ``random.random()``: the same numbers as ``random.uniform(d/2, d)``).
     """
-    if k - 1 >= _MAX_EXPONENT:  # base * 2 ** 1023 already exceeds any cap that matters
-        step = min(backoff_max, sys.float_info.max) if backoff_base > 0 else 0.0
-    else:
-        step = min(backoff_max, backoff_base * 2.0 ** (k - 1), sys.float_info.max)
+    try:  # base * 2 ** (k - 1), exactly: 2.0 ** k alone overflows past 1023
+        exact = math.ldexp(backoff_base, k - 1)
+    except OverflowError:
+        exact = math.inf
+    step = min(backoff_max, exact, sys.float_info.max)
     low = step / 2
     return delay_start + (low + (step - low) * jitter)
 
