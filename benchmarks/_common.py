@@ -20,7 +20,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from trio_overseer import _procfs
@@ -171,6 +171,32 @@ class Check:
 
     def result(self, value: float, **extra: Any) -> dict[str, Any]:
         return {"value": value, "problems": self.problems, "extra": extra}
+
+
+def measure(main: Callable[[Check], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """The frame of a measurement: ``main(check)`` runs in a fresh Trio run and
+    returns its result (``check.result(...)``); then nothing it started may be
+    left (`Check.no_survivors`)."""
+    import trio
+
+    check = Check()
+    result = trio.run(main, check)
+    check.no_survivors()
+    return result
+
+
+async def start_sleepers(ovr: Any, n: int, argv: Sequence[str] = ("sleep", "1000")) -> list[str]:
+    """Add and start `n` procs ``s0`` .. running `argv`; their ids."""
+    ids = [f"s{i}" for i in range(n)]
+    for id in ids:
+        ovr.add(id, argv[0], list(argv[1:]))
+        await ovr.start(id)
+    return ids
+
+
+def states(ovr: Any, ids: Iterable[str]) -> set[Any]:
+    """The states the procs `ids` are in."""
+    return {ovr.status(id).state for id in ids}
 
 
 def skip(note: str) -> dict[str, Any]:

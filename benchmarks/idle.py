@@ -16,10 +16,18 @@ window, all interrupted and gone afterwards, no survivor.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from benchmarks._common import Check, cpu_seconds, helper_pids, proc_cpu_seconds, start_raw_sleeper
+from benchmarks._common import (
+    Check,
+    cpu_seconds,
+    helper_pids,
+    measure,
+    proc_cpu_seconds,
+    start_raw_sleeper,
+    start_sleepers,
+    states,
+)
 from benchmarks._spec import Bench, Target, Variant
 
 N = 100
@@ -63,51 +71,38 @@ async def _window(window: float) -> tuple[float, float]:
 
 
 def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
-    import trio
-
     import trio_overseer
     from trio_overseer import State
 
     n, window = p["n"], p["window"]
-    check = Check()
-    out: dict[str, float] = {}
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
         async with trio_overseer.open_overseer() as ovr:
-            for i in range(n):
-                ovr.add(f"s{i}", "sleep", ["1000"])
-                await ovr.start(f"s{i}")
-            out["ms"], out["helper"] = await _window(window)
-            states = {ovr.status(f"s{i}").state for i in range(n)}
-            check.expect(states == {State.RUNNING}, f"states at the end: {states}")
-        ends = {ovr.status(f"s{i}").state for i in range(n)}
+            ids = await start_sleepers(ovr, n)
+            ms, helper = await _window(window)
+            check.expect(states(ovr, ids) == {State.RUNNING}, f"at the end: {states(ovr, ids)}")
+        ends = states(ovr, ids)
         check.expect(ends == {State.INTERRUPTED}, f"after the block: {ends}")
+        return check.result(ms, helper_ms=helper)
 
-    trio.run(main)
-    check.no_survivors()
-    return check.result(out.get("ms"), helper_ms=out.get("helper"))
+    return measure(main)
 
 
 def m_trio(p: dict[str, Any]) -> dict[str, Any]:
-
     import trio
 
     n, window = p["n"], p["window"]
-    check = Check()
-    out: dict[str, float] = {}
-    procs: list[Any] = []
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
+        procs: list[Any] = []
         async with trio.open_nursery() as nursery:
             for _ in range(n):
                 procs.append(await start_raw_sleeper(nursery))
-            out["ms"], out["helper"] = await _window(window)
+            ms, helper = await _window(window)
             check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended")
             nursery.cancel_scope.cancel()
+        codes = {proc.returncode for proc in procs}
+        check.expect(codes == {-15}, "a sleeper did not end by SIGTERM")
+        return check.result(ms, helper_ms=helper)
 
-    t0 = time.perf_counter()
-    trio.run(main)
-    del t0
-    check.expect({proc.returncode for proc in procs} == {-15}, "a sleeper did not end by SIGTERM")
-    check.no_survivors()
-    return check.result(out.get("ms"), helper_ms=out.get("helper"))
+    return measure(main)

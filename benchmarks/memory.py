@@ -20,10 +20,13 @@ from typing import Any
 from benchmarks._common import (
     Check,
     helper_pids,
+    measure,
     proc_rss_kib,
     raise_nofile,
     rss_kib,
     start_raw_sleeper,
+    start_sleepers,
+    states,
 )
 from benchmarks._spec import Bench, Target, Variant
 
@@ -59,52 +62,39 @@ def _result(check: Check, base: int, rss: int, n: int) -> dict[str, Any]:
 
 
 def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
-    import trio
-
     import trio_overseer
     from trio_overseer import State
 
     raise_nofile()
     n = p["n"]
-    check = Check()
-    out: dict[str, Any] = {}
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
         base = rss_kib()
         async with trio_overseer.open_overseer() as ovr:
-            for i in range(n):
-                ovr.add(f"s{i}", "sleep", ["1000"])
-                await ovr.start(f"s{i}")
+            ids = await start_sleepers(ovr, n)
             rss = rss_kib()
-            states = {ovr.status(f"s{i}").state for i in range(n)}
-            check.expect(states == {State.RUNNING}, f"states: {states}")
-            out["result"] = _result(check, base, rss, n)
+            check.expect(states(ovr, ids) == {State.RUNNING}, f"states: {states(ovr, ids)}")
+            return _result(check, base, rss, n)  # while the watchdog (a helper) lives
 
-    trio.run(main)
-    check.no_survivors()
-    return out["result"]
+    return measure(main)
 
 
 def m_trio(p: dict[str, Any]) -> dict[str, Any]:
-
     import trio
 
     raise_nofile()
     n = p["n"]
-    check = Check()
-    out: dict[str, Any] = {}
-    procs: list[Any] = []
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
         base = rss_kib()
+        procs: list[Any] = []
         async with trio.open_nursery() as nursery:
             for _ in range(n):
                 procs.append(await start_raw_sleeper(nursery))
             rss = rss_kib()
             check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended")
-            out["result"] = _result(check, base, rss, n)
+            result = _result(check, base, rss, n)
             nursery.cancel_scope.cancel()
+        return result
 
-    trio.run(main)
-    check.no_survivors()
-    return out["result"]
+    return measure(main)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from benchmarks._common import Check, start_raw_sleeper
+from benchmarks._common import Check, measure, start_raw_sleeper, start_sleepers, states
 from benchmarks._peers import SLEEP_SECONDS, launch_until_children
 from benchmarks._spec import Bench, Target, Variant
 
@@ -79,30 +79,22 @@ def m_launch(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def m_ovr_start(p: dict[str, Any]) -> dict[str, Any]:
-    import trio
-
     import trio_overseer
     from trio_overseer import State
 
     n = p["n"]
-    check = Check()
-    out: dict[str, float] = {}
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
         async with trio_overseer.open_overseer() as ovr:
             t0 = time.perf_counter()
-            for i in range(n):
-                ovr.add(f"s{i}", "sleep", [SLEEP_SECONDS])
-                await ovr.start(f"s{i}")
-            out["t"] = time.perf_counter() - t0
-            states = [ovr.status(f"s{i}").state for i in range(n)]
-            check.expect(all(s is State.RUNNING for s in states), f"states {set(states)}")
-        ends = [ovr.status(f"s{i}").state for i in range(n)]
-        check.expect(all(s is State.INTERRUPTED for s in ends), f"after the block: {set(ends)}")
+            ids = await start_sleepers(ovr, n, ("sleep", SLEEP_SECONDS))
+            elapsed = time.perf_counter() - t0
+            check.expect(states(ovr, ids) == {State.RUNNING}, f"states {states(ovr, ids)}")
+        ends = states(ovr, ids)
+        check.expect(ends == {State.INTERRUPTED}, f"after the block: {ends}")
+        return check.result(elapsed)
 
-    trio.run(main)
-    check.no_survivors()
-    return check.result(out.get("t"))
+    return measure(main)
 
 
 def m_ovr_all(p: dict[str, Any]) -> dict[str, Any]:
@@ -112,47 +104,42 @@ def m_ovr_all(p: dict[str, Any]) -> dict[str, Any]:
     from trio_overseer import State
 
     n = p["n"]
-    check = Check()
-    out: dict[str, float] = {}
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
         ovr = trio_overseer.Overseer()
+        ids = [f"s{i}" for i in range(n)]
         async with trio.open_nursery() as nursery:
             t0 = time.perf_counter()
-            for i in range(n):
-                ovr.add(f"s{i}", "sleep", [SLEEP_SECONDS])
+            for id in ids:
+                ovr.add(id, "sleep", [SLEEP_SECONDS])
             nursery.start_soon(ovr.supervise_all)
-            for i in range(n):
-                await ovr.wait_for_state(f"s{i}", State.RUNNING, timeout=30)
-            out["t"] = time.perf_counter() - t0
+            for id in ids:
+                await ovr.wait_for_state(id, State.RUNNING, timeout=30)
+            elapsed = time.perf_counter() - t0
             ovr.stop_all()
-        ends = [ovr.status(f"s{i}").state for i in range(n)]
-        check.expect(all(s is State.INTERRUPTED for s in ends), f"after stop_all: {set(ends)}")
+        ends = states(ovr, ids)
+        check.expect(ends == {State.INTERRUPTED}, f"after stop_all: {ends}")
+        return check.result(elapsed)
 
-    trio.run(main)
-    check.no_survivors()
-    return check.result(out.get("t"))
+    return measure(main)
 
 
 def m_trio(p: dict[str, Any]) -> dict[str, Any]:
-
     import trio
 
     n = p["n"]
-    check = Check()
-    out: dict[str, float] = {}
-    procs: list[Any] = []
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
+        procs: list[Any] = []
         async with trio.open_nursery() as nursery:
             t0 = time.perf_counter()
             for _ in range(n):
                 procs.append(await start_raw_sleeper(nursery, SLEEP_SECONDS))
-            out["t"] = time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
             check.expect(all(proc.returncode is None for proc in procs), "a sleeper ended early")
             nursery.cancel_scope.cancel()
+        codes = {proc.returncode for proc in procs}
+        check.expect(codes == {-15}, "a sleeper did not end by SIGTERM")
+        return check.result(elapsed)
 
-    trio.run(main)
-    check.expect(all(proc.returncode == -15 for proc in procs), "a sleeper did not end by SIGTERM")
-    check.no_survivors()
-    return check.result(out.get("t"))
+    return measure(main)

@@ -18,7 +18,7 @@ import subprocess
 import time
 from typing import Any
 
-from benchmarks._common import Check, timed_stop_all
+from benchmarks._common import Check, measure, start_sleepers, timed_stop_all
 from benchmarks._spec import Bench, Target, Variant
 
 N = 100
@@ -41,36 +41,26 @@ def plan(quick: bool) -> Bench:
 
 
 def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
-    import trio
-
     import trio_overseer
 
     n = p["n"]
-    check = Check()
-    out: dict[str, float] = {}
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
         async with trio_overseer.open_overseer() as ovr:
-            ids = [f"s{i}" for i in range(n)]
-            for id in ids:
-                ovr.add(id, "sleep", ["1000"])
-                await ovr.start(id)
-            out["t"] = await timed_stop_all(ovr, ids, check, -signal.SIGTERM)
+            ids = await start_sleepers(ovr, n)
+            return check.result(await timed_stop_all(ovr, ids, check, -signal.SIGTERM))
 
-    trio.run(main)
-    check.no_survivors()
-    return check.result(out.get("t"))
+    return measure(main)
 
 
 def m_trio(p: dict[str, Any]) -> dict[str, Any]:
     import trio
 
     n = p["n"]
-    check = Check()
-    out: dict[str, float] = {}
-    procs: list[Any] = []
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
+        procs: list[Any] = []
+        elapsed = None
         try:
             for _ in range(n):
                 procs.append(
@@ -87,7 +77,7 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
                 os.killpg(proc.pid, signal.SIGTERM)
             for proc in procs:
                 await proc.wait()
-            out["t"] = time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
         finally:
             for proc in procs:
                 if proc.returncode is None:
@@ -95,9 +85,8 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
                     await proc.wait()
                 for stream in (proc.stdout, proc.stderr):
                     await stream.aclose()
+        codes = {proc.returncode for proc in procs}
+        check.expect(codes == {-signal.SIGTERM}, f"exit codes {sorted(codes)}")
+        return check.result(elapsed)
 
-    trio.run(main)
-    codes = {proc.returncode for proc in procs}
-    check.expect(codes == {-signal.SIGTERM}, f"exit codes {sorted(codes)}")
-    check.no_survivors()
-    return check.result(out.get("t"))
+    return measure(main)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from benchmarks._common import Check, timed_stop_all
+from benchmarks._common import Check, measure, start_sleepers, timed_stop_all
 from benchmarks._spec import Bench, Target, Variant
 
 N = 100
@@ -54,24 +54,15 @@ def plan(quick: bool) -> Bench:
 
 
 def m_ovr(p: dict[str, Any]) -> dict[str, Any]:
-    import trio
-
     import trio_overseer
 
     n, timeout = p["n"], p["timeout"]
-    check = Check()
-    out: dict[str, float] = {}
 
-    async def main() -> None:
+    async def main(check: Check) -> dict[str, Any]:
         async with trio_overseer.open_overseer(stop_timeout=timeout) as ovr:
-            ids = [f"s{i}" for i in range(n)]
-            for id in ids:
-                ovr.add(id, "sh", ["-c", CHILD])
-                await ovr.start(id)
+            ids = await start_sleepers(ovr, n, ("sh", "-c", CHILD))
             for id in ids:
                 await ovr.wait_for_log(id, "ready", timeout=30)
-            out["t"] = await timed_stop_all(ovr, ids, check, -signal.SIGKILL)
+            return check.result(await timed_stop_all(ovr, ids, check, -signal.SIGKILL))
 
-    trio.run(main)
-    check.no_survivors()
-    return check.result(out.get("t"))
+    return measure(main)
