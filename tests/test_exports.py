@@ -31,7 +31,12 @@ API_NAMES = [
     "__version__",
 ]
 #: Additions documented in docs/api.md ("Extensions beyond the contract").
-EXTENSION_NAMES = ["NotReadyError", "OverseerNotOpenError", "OverseerStatistics"]
+EXTENSION_NAMES = [
+    "NotReadyError",
+    "OverseerNotOpenError",
+    "OverseerStatistics",
+    "RequirementError",
+]
 
 
 @pytest.mark.parametrize("name", API_NAMES)

@@ -35,6 +35,10 @@ PHASE_TABLE = {
     ("claimed", "waiting"),
     ("claimed", "running"),
     ("claimed", "done"),
+    ("claimed", "blocked"),
+    ("waiting", "blocked"),
+    ("blocked", "running"),
+    ("blocked", "done"),
     ("waiting", "running"),
     ("waiting", "done"),
     ("running", "waiting"),
@@ -258,6 +262,7 @@ class FakeCmd:
     delay_start: float = 0.0
     retry_times: float = 0
     ran: bool = False
+    refused: str | None = None
 
     def is_initial_state(self) -> bool:
         return not self.ran
@@ -283,6 +288,9 @@ class FakeRuns:
     retry_times: float
     delay_start: float = 0.0
     durations: list[float] | None = None  # of each run (default 1 s)
+    requires: tuple[str, ...] = ()
+    # What until_required answers, in turn (after a 1 s wait each): None, or why not.
+    verdicts: list[str | None] = attrs.field(factory=list)
     runs: list[FakeCmd] = attrs.field(factory=list)
     swept: list[FakeCmd] = attrs.field(factory=list)
     phases: list[Phase] = attrs.field(factory=list)
@@ -311,6 +319,14 @@ class FakeRuns:
 
     async def sweep(self, cmd: FakeCmd) -> None:
         self.swept.append(cmd)
+
+    async def until_required(self) -> str | None:
+        await trio.sleep(1)
+        return self.verdicts.pop(0)
+
+    def refuse(self, cmd: FakeCmd, why: str) -> None:
+        cmd.ran, cmd.refused = True, why
+        self.sup.run_ended(exit_code=-1, retry_times=cmd.retry_times, delay_start=0)
 
 
 def supervision(
@@ -426,6 +442,54 @@ async def test_end_is_once(autojump_clock: trio.testing.MockClock) -> None:
     with pytest.raises(IllegalTransitionError):
         sup.end()
     assert ended == [sup]
+
+
+async def test_blocked_until_the_requirements_are_ready(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sup = supervision([])
+    runs = FakeRuns(sup, [1, 0], retry_times=1, requires=("db",), verdicts=[None, None])
+    start = trio.current_time()
+    assert await sup.run(runs) == 0  # type: ignore[arg-type]
+    # gate (1 s), run (1 s), backoff 0.75 s, gate again before the restart (1 s), run
+    assert trio.current_time() - start == pytest.approx(1 + 1 + 0.75 + 1 + 1)
+    assert sup.restarts == 1 and not runs.verdicts
+
+
+async def test_a_failed_requirement_refuses_the_run(autojump_clock: trio.testing.MockClock) -> None:
+    sup = supervision([])
+    runs = FakeRuns(sup, [1, 1], retry_times=5, requires=("db",), verdicts=[None, "db gave up"])
+    assert await sup.run(runs) == -1  # type: ignore[arg-type]
+    first, second = runs.runs
+    assert first.refused is None and second.refused == "db gave up"
+    assert sup.phase is Phase.DONE and sup.restart_in is None and not sup.gave_up
+    assert sup.restarts == 0  # a refused run is no restart
+
+
+async def test_stop_while_blocked_ends_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    sup = supervision([])
+    runs = FakeRuns(sup, [0], retry_times=0, requires=("db",), verdicts=[None])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.run, runs)
+        await trio.sleep(0.5)
+        assert sup.phase is Phase.BLOCKED
+        sup.stop()
+        assert sup.phase is Phase.DONE
+    assert not runs.cmd.ran and trio.current_time() < 1
+
+
+async def test_a_requeued_run_runs_again_without_a_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sup = supervision([])
+    runs = FakeRuns(sup, [-15, 0], retry_times=0, requires=("db",), verdicts=[None, None])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.run, runs)
+        await trio.sleep(1.5)  # the first run is running
+        assert sup.requeue()
+    assert len(runs.runs) == 2 and sup.restarts == 0  # retry_times 0: requeue is no restart
+    sup.stop()
+    assert not sup.requeue()  # not while no run is in progress
 
 
 def test_phases_of_a_supervision_follow_the_table(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ if _typing.TYPE_CHECKING:
     from ._errors import OverseerNotOpenError as OverseerNotOpenError
     from ._errors import ProcExistsError as ProcExistsError
     from ._errors import ProcRunningError as ProcRunningError
+    from ._errors import RequirementError as RequirementError
     from ._errors import UnknownProcError as UnknownProcError
     from ._overseer import Overseer as Overseer
     from ._records import STDERR as STDERR
@@ -45,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "OverseerNotOpenError": "._errors",
     "ProcExistsError": "._errors",
     "ProcRunningError": "._errors",
+    "RequirementError": "._errors",
     "UnknownProcError": "._errors",
     "Overseer": "._overseer",
     "STDERR": "._records",

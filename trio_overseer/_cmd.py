@@ -507,6 +507,19 @@ class Cmd:
             self._record_exit(proc)
         return self.status()
 
+    def _refuse(self, error: str) -> None:
+        """End this run fatal without starting it (a supervisor's verdict, e.g. a
+        requirement that failed): starting, then fatal with `error`, as a spawn
+        the OS refused.  Sync; a no-op unless the run is still initial."""
+        if self._run_called:
+            return
+        self._run_called = True
+        self._fire(Trigger.START)
+        self._error = error
+        self._stop_ts = time.time()
+        self._fire(Trigger.SPAWN_FAILED)
+        self._finish()
+
     def _spawn_error(self, exc: BaseException) -> str:
         where = f" in dir {self.dir!r}" if self.dir else ""
         if isinstance(exc, OSError):

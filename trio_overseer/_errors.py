@@ -9,8 +9,10 @@ from the built-in exception it means, so callers can catch either::
     ├── ProcRunningError (RuntimeError)     remove()/supervise() of a busy proc
     ├── CmdAlreadyStartedError (RuntimeError)  a second Cmd.run(): use clone()
     ├── OverseerNotOpenError (RuntimeError)    start() outside `async with open_overseer()`
-    └── NotReadyError (TimeoutError)        start(): the proc ended, or ready_timeout
-                                            passed, before it was ready
+    ├── NotReadyError (TimeoutError)        start(): the proc ended, or ready_timeout
+    │                                       passed, before it was ready
+    └── RequirementError (ValueError)       start()/supervise(): a requirement
+                                            (`requires=`) is unknown, or they form a cycle
 
 Bugs are not in the tree: an illegal state transition raises
 `IllegalTransitionError` (a `RuntimeError`, see `_state`).
@@ -45,6 +47,12 @@ class OverseerNotOpenError(OverseerError, RuntimeError):
     Without a block, ``await ovr.supervise(id)`` or ``await ovr.supervise_all()``
     supervise in the calling task.
     """
+
+
+class RequirementError(OverseerError, ValueError):
+    """The procs to start cannot be started in any order: a proc requires an id
+    that is not registered, or the requirements form a cycle.  Nothing was
+    started when this is raised."""
 
 
 class NotReadyError(OverseerError, TimeoutError):

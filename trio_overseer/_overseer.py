@@ -28,10 +28,16 @@ import attrs
 import trio
 
 from ._cmd import Cmd, OutputGate
-from ._errors import OverseerNotOpenError, ProcExistsError, ProcRunningError, UnknownProcError
+from ._errors import (
+    OverseerNotOpenError,
+    ProcExistsError,
+    ProcRunningError,
+    RequirementError,
+    UnknownProcError,
+)
 from ._fanout import Fanout
 from ._lifetime import Lifetime, take_signals, takeable_signals
-from ._ready import SILENT_HINT, Readiness, Watched, make_readiness, wait_ready
+from ._ready import SILENT_HINT, Readiness, Watched, judge_ready, make_readiness, wait_ready
 from ._records import (
     STDOUT,
     LogBatch,
@@ -41,6 +47,9 @@ from ._records import (
     log_msgs,
     restart_count,
 )
+from ._requires import closure as requirement_closure
+from ._requires import depth as requirement_depth
+from ._requires import problems as requirement_problems
 from ._state import FINAL_STATES, Phase, State
 from ._supervision import DEFAULT_RESET_AFTER, Backoff, RestartRules, Supervision, make_rules
 from ._tail import LineTail
@@ -66,6 +75,18 @@ def _flag(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
         raise TypeError(f"Overseer {attribute.name} must be True or False, got {value!r}")
 
 
+def _proc_ids(option: str, ids: object) -> tuple[str, ...]:
+    """The ids of a `requires`-like option: a collection of non-empty strings, deduplicated."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        raise TypeError(f"{option} must be a collection of proc ids, e.g. ('db',), got {ids!r}")
+    out: dict[str, None] = {}
+    for id in ids:
+        if not isinstance(id, str) or not id:
+            raise TypeError(f"{option} must hold proc ids (non-empty strings), got {id!r}")
+        out[id] = None
+    return tuple(out)
+
+
 @attrs.define(eq=False)
 class _Proc:
     """One registered proc: its latest run and its supervision (the `Runs` of `_supervision`)."""
@@ -77,6 +98,19 @@ class _Proc:
     readiness: Readiness
     cmdline: str
     attach: Callable[[Cmd], None]  # hooks a new run up to the Overseer (before it runs)
+    # Waits until the procs of `requires` are ready (Overseer._until_required).
+    required: Callable[[], Awaitable[str | None]]
+    # The procs that must be ready before each run (ids; validated at start).
+    requires: tuple[str, ...] = ()
+    # Those of `requires` whose end stops this proc's run, to run again once ready.
+    restart_with: frozenset[str] = frozenset()
+    # Those of `requires` not ready yet, while a run waits for them (BLOCKED).
+    waiting_for: tuple[str, ...] = ()
+    # Set (and dropped) at the next state change or supervision end; made by
+    # whoever waits for one (a dependent waiting for this proc to be ready).
+    changed: trio.Event | None = None
+    # The run for which the ready_* probes held when a dependent asked.
+    ready_run: Cmd | None = None
     out_log: logging.Logger | None = None  # made on first use: see Overseer._out_logger
     # The current supervision, or the last one (None: never supervised).
     supervision: Supervision | None = None
@@ -110,6 +144,20 @@ class _Proc:
     async def sweep(self, cmd: Cmd) -> None:
         """End what `cmd` left outside its process group (bounded)."""
         await cmd._sweep_escaped()
+
+    async def until_required(self) -> str | None:
+        """Wait until every proc of `requires` is ready: None; or why one never will be."""
+        return await self.required()
+
+    def refuse(self, cmd: Cmd, why: str) -> None:
+        """End `cmd` (not started) fatal without running it: `why` is its error."""
+        cmd._refuse(why)
+
+    def notify(self) -> None:
+        """Wake whoever waits for a change of this proc (see `changed`)."""
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
 
 
 @attrs.define(eq=False)
@@ -186,6 +234,9 @@ class Overseer:
     # one way they end (see _lifetime).
     _lifetime: Lifetime = attrs.field(init=False)
     _gate: OutputGate = attrs.field(init=False, factory=OutputGate)  # see _hold_output
+    # Procs a stop_all() holds back until no running proc requires them.
+    _deferred: set[str] = attrs.field(init=False, factory=set)
+    _bound: int = attrs.field(init=False, default=0)  # procs with restart_with
 
     def __attrs_post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -211,6 +262,8 @@ class Overseer:
         restart: str = "on-failure",
         success_codes: Iterable[int] = (0,),
         reset_after: float = DEFAULT_RESET_AFTER,
+        requires: Iterable[str] = (),
+        restart_with: Iterable[str] = (),
         buffered: bool = False,
         stop_signal: int = _signal.SIGTERM,
         stop_timeout: float | None = None,
@@ -247,6 +300,16 @@ class Overseer:
         A run that stayed up `reset_after` seconds resets the count of
         restarts (and the backoff): see `_supervision`.
 
+        `requires` names procs that must be ready (their ``ready_*`` probes
+        hold; running, for a proc without probes) before each run of this
+        one; they are started with it, and it stops before them.  If one of
+        them fails (it ends, gives up, is stopped or is not ready in time)
+        this proc does not run: it ends fatal, its error naming the
+        requirement.  Those of `restart_with` (some of `requires`) also stop
+        this proc when their run ends, and it runs again once they are
+        ready.  Unknown ids and cycles are refused when the procs are
+        started (`RequirementError`).
+
         Raises:
           ProcExistsError: `id` is already registered.
           ValueError: empty `id` or `exec`, or an invalid option.
@@ -275,6 +338,16 @@ class Overseer:
             rules = make_rules(
                 restart=restart, success_codes=success_codes, reset_after=reset_after
             )
+            required = _proc_ids("requires", requires)
+            if id in required:
+                raise ValueError(f"requires names the proc itself ({id!r}): it would wait forever")
+            bound = _proc_ids("restart_with", restart_with)
+            if not set(bound) <= set(required):
+                extra = ", ".join(repr(r) for r in bound if r not in required)
+                raise ValueError(
+                    f"restart_with names {extra}, which it does not require: "
+                    "restart_with must be some of the ids of requires"
+                )
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"proc {id!r}: {exc}") from None
         readiness = make_readiness(
@@ -294,10 +367,14 @@ class Overseer:
             rules=rules,
             cmdline=shlex.join([exec, *cmd.args]),
             attach=lambda run: self._attach(rec, run),
+            required=lambda: self._until_required(rec),
+            requires=required,
+            restart_with=frozenset(bound),
             gate=OutputGate(self._gate),
         )
         rec.attach(cmd)
         self._procs[id] = rec
+        self._bound += bool(rec.restart_with)
         logger.debug("added proc %r: %s", id, rec.cmdline)
         return cmd
 
@@ -317,6 +394,7 @@ class Overseer:
                 f"proc {id!r} is running; stop it and wait for it to end before remove()"
             )
         del self._procs[id]
+        self._bound -= bool(rec.restart_with)
         if self._nursery is not None and rec.cmd.is_final_state():
             # What its last run left outside its group goes with the proc
             # (in the background: remove() never blocks).
@@ -387,6 +465,7 @@ class Overseer:
             restarts=sup.restarts if sup is not None else 0,
             restart_in=sup.restart_in if sup is not None and ended else None,
             gave_up=sup is not None and ended and sup.gave_up,
+            waiting_for=rec.waiting_for,
         )
 
     # -- observing the Cmds --------------------------------------------------
@@ -416,18 +495,28 @@ class Overseer:
                 self._lifetime.watch(info.pid)
             elif state in FINAL_STATES:
                 self._lifetime.unwatch(info.pid)
+        self._publish(rec, info)
+        if state in FINAL_STATES and cmd is rec.cmd and self._bound:
+            self._restart_bound(rec.id)
+
+    def _publish(self, rec: _Proc, info: ProcessInfo) -> None:
+        """Announce `info` (a state change, or what a blocked proc waits for)."""
         self._log_state(info)
         self._states.publish(info)
         for waiter in self._state_waiters:
             if waiter.id == rec.id and not waiter.event.is_set() and waiter.match(info):
                 waiter.result = info
                 waiter.event.set()
+        rec.notify()
 
     def _log_state(self, info: ProcessInfo) -> None:
         """Log a state change; each record carries ``proc`` and ``state`` (its value)
         as attributes, for handlers that tell records apart (the CLI's)."""
         extra = {"proc": info.id, "state": info.state.value}
-        if info.state is State.RUNNING:
+        if info.waiting_for:
+            waiting = ", ".join(map(repr, info.waiting_for))
+            logger.info("proc %r waits for %s", info.id, waiting, extra=extra)
+        elif info.state is State.RUNNING:
             logger.info("proc %r running (pid %d): %s", info.id, info.pid, info.cmd, extra=extra)
         elif info.state is State.FATAL:
             logger.error("proc %r cannot start: %s", info.id, info.error, extra=extra)
@@ -484,9 +573,11 @@ class Overseer:
         sup = rec.supervision = Supervision(
             Backoff(self.backoff_base, self.backoff_max),
             self._random.random,
-            lambda _: self._lifetime.released(),
+            lambda _: self._supervision_ended(rec),
             rec.rules,
         )
+        rec.ready_run = None
+        rec.notify()
         self._lifetime.claimed()
         return rec, sup
 
@@ -503,6 +594,139 @@ class Overseer:
         """What the tag of every run of this Overseer starts with (see `_sweep`)."""
         return f"{self._lifetime.token}.".encode()
 
+    # -- requirements ----------------------------------------------------------
+
+    def _check_requires(self, ids: list[str] | None = None) -> None:
+        """Refuse to start `ids` (every proc when None) whose requirements cannot be met.
+
+        Raises:
+          RequirementError: an unknown id is required, or the requirements form a cycle.
+        """
+        if ids is None:
+            if not any(rec.requires for rec in self._procs.values()):
+                return
+        elif not any(self._get(id).requires for id in ids):
+            return
+        graph = {id: rec.requires for id, rec in self._procs.items()}
+        problems = requirement_problems(graph, ids)
+        if problems:
+            raise RequirementError("; ".join(problems) + "; nothing was started")
+
+    def _claim_required(self, id: str) -> list[tuple[_Proc, Supervision]]:
+        """Claim what `id` requires (transitively) and is not supervised, requirements first."""
+        if not self._procs[id].requires:
+            return []
+        graph = {id: rec.requires for id, rec in self._procs.items()}
+        claimed = []
+        for other in requirement_closure(graph, [id])[:-1]:  # the last one is `id` itself
+            if not self._procs[other].supervised:
+                claimed.append(self._claim(other))
+        return claimed
+
+    async def _until_required(self, rec: _Proc) -> str | None:
+        """Wait until each proc `rec` requires is ready: None; or why one never will be.
+
+        While it waits, `rec.waiting_for` names those not ready yet, and each
+        change of it is published (`ProcessInfo.waiting_for`).
+        """
+        pending = []
+        for required in rec.requires:
+            ready, why = self._judge_now(required)
+            if why is not None:
+                return why
+            if not ready:
+                pending.append(required)
+        if not pending:
+            return None
+        failures: list[str] = []
+        rec.waiting_for = tuple(pending)
+        self._publish(rec, self._info(rec))
+
+        async def one(required: str, scope: trio.CancelScope) -> None:
+            why = await self._requirement_ready(required)
+            if why is not None:
+                failures.append(why)
+                scope.cancel()  # the first failure decides
+                return
+            rec.waiting_for = tuple(r for r in rec.waiting_for if r != required)
+            if rec.waiting_for:
+                self._publish(rec, self._info(rec))
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for required in pending:
+                    nursery.start_soon(one, required, nursery.cancel_scope)
+        finally:
+            rec.waiting_for = ()
+        return failures[0] if failures else None
+
+    def _judge_now(self, id: str) -> tuple[bool, str | None]:
+        """Whether requirement `id` is ready right now; or why it never will be
+        (False, None: it may be, later).  Probes are not tried here."""
+        rec = self._procs.get(id)
+        sup = None if rec is None else rec.supervision
+        if rec is None or sup is None:
+            return False, None  # `_requirement_ready` says why
+        if not sup.active or sup.stop_requested:
+            if rec.readiness:
+                return False, None  # the last run is judged on its probes
+            why = self._why_ended(rec, ready=True)
+            return why is None, why
+        ready = rec.cmd.state is State.RUNNING
+        return ready and (not rec.readiness or rec.ready_run is rec.cmd), None
+
+    async def _requirement_ready(self, id: str) -> str | None:
+        """Wait until requirement `id` is ready: None; or why it never will be."""
+        rec = self._procs.get(id)
+        if rec is None:  # removed meanwhile
+            return f"requirement {id!r} is not registered"
+        sup = rec.supervision
+        if sup is None:
+            return f"requirement {id!r} was never started"
+        if rec.readiness:
+            why = await judge_ready(self, id, rec.readiness, sup.done)
+            if why is None:
+                rec.ready_run = rec.cmd
+                return None
+            if sup.active:  # not ready in time: stopped, as start() does
+                self.stop(id)
+                detail = why.splitlines()[0].removeprefix(f"proc {id!r} was not ready ")
+                return f"requirement {id!r} was not ready {detail}"
+            return self._why_ended(rec, ready=False)
+        while True:
+            ready, why = self._judge_now(id)
+            if ready or why is not None:
+                return why
+            if rec.changed is None:
+                rec.changed = trio.Event()
+            await rec.changed.wait()
+
+    def _why_ended(self, rec: _Proc, *, ready: bool) -> str | None:
+        """Why a requirement whose supervision ended (or is ending) is not ready: None
+        when it is, the last run having done its work (`ready`: it ran, no probes)."""
+        sup = rec.supervision
+        assert sup is not None
+        info = self._info(rec)
+        if sup.stop_requested or info.state is State.INITIAL:
+            return f"requirement {rec.id!r} was stopped"
+        if info.state is State.FATAL:
+            return f"requirement {rec.id!r} could not start: {info.error}"
+        if ready and info.state is State.FINISHED and info.exit_code in rec.rules.success_codes:
+            return None  # it did its work (a one-shot job)
+        how = info.error or f"exit code {info.exit_code}"
+        if sup.gave_up:
+            restarts = f"{sup.restarts} restart{'s' if sup.restarts != 1 else ''}"
+            return f"requirement {rec.id!r} gave up after {restarts} ({how})"
+        return f"requirement {rec.id!r} ended before it was ready ({how})"
+
+    def _restart_bound(self, id: str) -> None:
+        """A run of `id` ended: stop the runs of the procs that restart with it."""
+        for rec in self._procs.values():
+            sup = rec.supervision
+            if id in rec.restart_with and sup is not None and sup.requeue():
+                logger.info("proc %r restarts with %r: stopping its run", rec.id, id)
+                rec.cmd.stop()
+
     def _supervision_done(self, id: str) -> trio.Event:
         """Set once the current supervision of `id` has ended (set if none is in progress).
 
@@ -516,6 +740,12 @@ class Overseer:
         never.set()
         return never
 
+    def _supervision_ended(self, rec: _Proc) -> None:
+        self._lifetime.released()
+        rec.notify()
+        if self._deferred:
+            self._stop_deferred()
+
     async def supervise(self, id: str) -> int:
         """Run the proc in this task, restarting it on failure; return the last exit code.
 
@@ -528,13 +758,33 @@ class Overseer:
         Cancellation: the process is stopped (stop signal, SIGKILL after its
         stop_timeout) and reaped before the cancellation propagates.
 
+        The procs it requires (``requires=``, transitively) that are not
+        supervised yet are supervised too: in the block's nursery when there
+        is one (they outlive this call, as with `start`), else for the
+        duration of this call (stopped, dependents first, when it returns).
+
         Raises:
           UnknownProcError: `id` is not registered.
           ProcRunningError: it is already being supervised.
+          RequirementError: it requires an unknown id, or a cycle (nothing started).
         """
+        self._check_requires([id])
         async with self._running():
             rec, sup = self._claim(id)
-            return await sup.run(rec)
+            required = self._claim_required(id)
+            if not required:
+                return await sup.run(rec)
+            if self._nursery is not None:  # the block's (or supervise_all's): they outlive us
+                for other, other_sup in required:
+                    self._nursery.start_soon(other_sup.run, other)
+                return await sup.run(rec)
+            async with trio.open_nursery() as nursery:
+                for other, other_sup in required:
+                    nursery.start_soon(other_sup.run, other)
+                try:
+                    return await sup.run(rec)
+                finally:
+                    self._stop_ordered([other.id for other, _ in required])
 
     async def supervise_all(self) -> None:
         """Supervise every registered proc concurrently; return when all have ended.
@@ -547,7 +797,12 @@ class Overseer:
         the application's).  Can be called again later.
 
         Cancellation: every proc is stopped and reaped before it propagates.
+
+        Raises:
+          RequirementError: a proc requires an unknown id, or the requirements
+            form a cycle (nothing is started).
         """
+        self._check_requires()
         async with trio.open_nursery() as nursery:
             own = self._nursery is None  # not in a block, nor in another supervise_all()
             async with self._running(nursery if own else None):
@@ -580,6 +835,10 @@ class Overseer:
           ProcRunningError: it is already being supervised.
           NotReadyError: it ended, or `ready_timeout` passed, before it was ready
             (it is stopped before this is raised).
+          RequirementError: it requires an unknown id, or a cycle (nothing started).
+
+        The procs it requires (``requires=``, transitively) that are not
+        supervised are started too, and it starts once they are ready.
         """
         nursery = self._nursery
         if nursery is None:
@@ -588,8 +847,11 @@ class Overseer:
                 "'async with open_overseer() as ovr:', or without a block "
                 f"'await ovr.supervise({id!r})' (supervises in the calling task)"
             )
+        self._check_requires([id])
         rec, sup = self._claim(id)
         try:
+            for other, other_sup in self._claim_required(id):
+                nursery.start_soon(other_sup.run, other)
             await nursery.start(sup.run, rec)
         except BaseException:
             if sup.phase is Phase.CLAIMED:  # its task never began
@@ -610,6 +872,7 @@ class Overseer:
         """
         rec = self._get(id)
         rec.stopped = True  # before the Cmd announces "stopping"
+        self._deferred.discard(id)
         if rec.supervision is not None:
             rec.supervision.stop()  # no restart; between runs, it ends now
         if kill:
@@ -626,11 +889,39 @@ class Overseer:
         self._get(id).cmd.signal(sig)
 
     def stop_all(self, kill: bool = False) -> None:
-        """Stop (or kill) every proc and cancel pending restarts; sync, never blocks."""
+        """Stop (or kill) every proc and cancel pending restarts; sync, never blocks.
+
+        A proc that others require (``requires=``) is stopped once they have
+        ended: dependents first, each level at once.  `kill` kills them all now.
+        """
         if self._lifetime.supervisions:
             self._lifetime.stopping = True
-        for id in list(self._procs):
-            self.stop(id, kill=kill)
+        self._stop_ordered(list(self._procs), kill=kill)
+
+    def _stop_ordered(self, ids: list[str], *, kill: bool = False) -> None:
+        """Stop `ids`: at once those no running proc requires, the others as
+        the last of their dependents ends (`_stop_deferred`)."""
+        if kill or not any(self._procs[id].requires for id in self._procs):
+            for id in ids:
+                self.stop(id, kill=kill)
+            return
+        for id in ids:  # no restart of any of them from now on
+            rec = self._procs[id]
+            rec.stopped = True
+            if rec.supervision is not None:
+                rec.supervision.stop()
+        self._deferred.update(ids)
+        self._stop_deferred()
+
+    def _stop_deferred(self) -> None:
+        """Stop the procs `_stop_ordered` holds back that no running proc requires any more."""
+        procs = self._procs.values()
+        running = (rec for rec in procs if rec.supervised or rec.cmd.is_running_state())
+        busy = {required for rec in running for required in rec.requires}
+        for id in [id for id in self._deferred if id not in busy]:
+            self._deferred.discard(id)
+            if id in self._procs:
+                self.stop(id)
 
     def _hold_output(self, held: bool, id: str | None = None) -> None:
         """Flow control for a consumer of lines that fell behind (the CLI's stdout).
@@ -855,8 +1146,11 @@ class Overseer:
                 self._logs.close_all()
 
     def _max_stop_time(self) -> float:
-        """The longest the slowest proc's current run may take to end once stopped."""
-        return max((rec.cmd._max_stop_time for rec in self._procs.values()), default=0.0)
+        """The longest the slowest proc's current run may take to end once stopped:
+        one stop round per level of the requirements (dependents stop first)."""
+        one = max((rec.cmd._max_stop_time for rec in self._procs.values()), default=0.0)
+        levels = requirement_depth({id: rec.requires for id, rec in self._procs.items()})
+        return max(1, levels) * one
 
     async def _wait_idle(self) -> None:
         """Until no proc is supervised (the block ends its body then, after a signal)."""

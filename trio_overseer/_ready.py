@@ -350,30 +350,44 @@ async def wait_ready(ovr: Overseer, id: str, readiness: Readiness) -> None:
         to follow) before it was ready; the proc has been stopped and its
         supervision has ended.
     """
-    rec = ovr._watched(id)
     done = ovr._supervision_done(id)  # set when this supervision ends: no run follows
-    probes = _probes(ovr, id, readiness, rec.cmd.dir)
     try:
-        ended = False
-        with trio.move_on_after(readiness.timeout):
-            while not (ended := await _race([partial(_hold, p, rec) for p in probes], done)):
-                if _one_live_run(probes):
-                    return
-                # The probes held for different runs, or while no run was up
-                # (a stale file before a restart): probe the next run.
-                if ended := await _race([partial(ovr.wait_for_state, id, State.RUNNING)], done):
-                    break
-                for probe in probes:
-                    probe.held = False
-            if await _held_at_end(rec, probes):
-                return
-        error = NotReadyError(_message(ovr, id, readiness, probes, ended))
+        why = await judge_ready(ovr, id, readiness, done)
     except BaseException:
         ovr.stop(id)
         raise
+    if why is None:
+        return
     ovr.stop(id)
     await done.wait()  # bounded by the proc's stop_timeout and the SIGKILL wait
-    raise error
+    raise NotReadyError(why)
+
+
+async def judge_ready(
+    ovr: Overseer, id: str, readiness: Readiness, done: trio.Event
+) -> str | None:
+    """Wait until proc `id` is ready (None), or say why it is not: it ended
+    (`done`: its supervision ended) or `readiness.timeout` passed first.
+
+    The proc is left as it is either way (`wait_ready` stops it; a dependent
+    waiting for its requirement, see `Overseer`, does too).
+    """
+    rec = ovr._watched(id)
+    probes = _probes(ovr, id, readiness, rec.cmd.dir)
+    ended = False
+    with trio.move_on_after(readiness.timeout):
+        while not (ended := await _race([partial(_hold, p, rec) for p in probes], done)):
+            if _one_live_run(probes):
+                return None
+            # The probes held for different runs, or while no run was up
+            # (a stale file before a restart): probe the next run.
+            if ended := await _race([partial(ovr.wait_for_state, id, State.RUNNING)], done):
+                break
+            for probe in probes:
+                probe.held = False
+        if await _held_at_end(rec, probes):
+            return None
+    return _message(ovr, id, readiness, probes, ended)
 
 
 async def _race(waits: list[Callable[[], Awaitable[object]]], done: trio.Event) -> bool:

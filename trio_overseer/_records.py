@@ -89,6 +89,8 @@ class ProcessInfo:
     """On a final state: seconds until the scheduled restart; None when none follows."""
     gave_up: bool = False
     """On a final state: a restart was due but `retry_times` restarts were spent."""
+    waiting_for: tuple[str, ...] = ()
+    """The procs it requires that are not ready yet, while its start waits for them."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict, with the keys of the original Go overseer.

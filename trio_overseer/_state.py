@@ -114,6 +114,7 @@ class Phase(enum.Enum):
 
     CLAIMED = "claimed"  # supervise()/start() took the proc; its task has not begun
     WAITING = "waiting"  # delay_start, or the backoff before a restart
+    BLOCKED = "blocked"  # a fresh run waits for the procs it requires to be ready
     RUNNING = "running"  # a run (a Cmd) is in progress
     DONE = "done"  # no run follows: the supervision has ended
 
@@ -123,8 +124,9 @@ class Phase(enum.Enum):
 
 #: Every legal move of a supervision: phase -> next phases.
 PHASE_MOVES: Mapping[Phase, frozenset[Phase]] = {
-    Phase.CLAIMED: frozenset({Phase.WAITING, Phase.RUNNING, Phase.DONE}),
-    Phase.WAITING: frozenset({Phase.RUNNING, Phase.DONE}),
+    Phase.CLAIMED: frozenset({Phase.WAITING, Phase.BLOCKED, Phase.RUNNING, Phase.DONE}),
+    Phase.WAITING: frozenset({Phase.BLOCKED, Phase.RUNNING, Phase.DONE}),
+    Phase.BLOCKED: frozenset({Phase.RUNNING, Phase.DONE}),
     Phase.RUNNING: frozenset({Phase.WAITING, Phase.DONE}),
     Phase.DONE: frozenset(),
 }

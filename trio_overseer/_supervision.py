@@ -8,10 +8,20 @@ in a task.  The task runs the proc's current `Cmd`, then fresh clones of it
 runs it waits in a cancel scope that `stop()` cancels.  Its `Phase` moves
 along the table of `_state.PHASE_MOVES`:
 
-    CLAIMED --> WAITING (delay_start) --> RUNNING --> DONE
-       |           ^                        |  ^
-       |           +-- WAITING (backoff) <--+  |
-       +---------------------------------------+
+    CLAIMED --> WAITING (delay_start) --> [BLOCKED] --> RUNNING --> DONE
+       |           ^                                      |  ^
+       |           +----------- WAITING (backoff) <-------+  |
+       +-----------------------------------------------------+
+
+A proc that requires others (``requires=``) waits in BLOCKED before each
+run, its fresh `Cmd` in its initial state, until each of them is ready
+(`Runs.until_required`, the Overseer's business).  If one of them never will
+be (it failed, gave up, was stopped, was not ready in time), the run is
+refused (`Runs.refuse`: it ends fatal without running, its error naming the
+requirement) and the supervision ends: a refused run is never restarted.
+A run stopped because a requirement it restarts with ended (`requeue`) is
+followed by a new one, not counted as a restart, once the requirement is
+ready again.
 
 The decision is taken when a run's final state is published (the Overseer
 calls `run_ended` in that synchronous stretch), so the published event says
@@ -227,6 +237,16 @@ class Runs(Protocol):
     async def sweep(self, cmd: Cmd) -> None:
         """End what `cmd` left outside its process group (bounded)."""
 
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The procs that must be ready before each run ('' none)."""
+
+    async def until_required(self) -> str | None:
+        """Wait until every required proc is ready: None; or why one never will be."""
+
+    def refuse(self, cmd: Cmd, why: str) -> None:
+        """End `cmd` (not started) fatal without running it: `why` is its error."""
+
 
 @attrs.define(eq=False, repr=False)
 class Supervision:
@@ -251,8 +271,11 @@ class Supervision:
     # decided when its final state was published; None once DONE.
     restart_in: float | None = attrs.field(init=False, default=None)
     done: trio.Event = attrs.field(init=False, factory=trio.Event)  # set as the phase is DONE
-    # The WAITING sleep while in it; stop() cancels it.
+    # The WAITING sleep or BLOCKED wait while in it; stop() cancels it.
     _wait_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
+    # requeue() was called: the current run ends to be followed by a new one
+    # once the requirements are ready again (not a restart: nothing counted).
+    _requeued: bool = attrs.field(init=False, default=False)
 
     def __repr__(self) -> str:
         return f"<Supervision {self.phase.value}, {self.restarts} restarts>"
@@ -276,6 +299,15 @@ class Supervision:
             self._wait_scope.cancel()
             self.end()
 
+    def requeue(self) -> bool:
+        """The current run is being stopped for a requirement it restarts with:
+        a new run follows once the requirements are ready again.  False (and
+        nothing changes) unless a run is in progress and no stop was asked."""
+        if self.stop_requested or self.phase is not Phase.RUNNING:
+            return False
+        self._requeued = True
+        return True
+
     def end(self) -> None:
         """End now: before its task began (a failed `start()`), or between runs."""
         self._machine.move(Phase.DONE)
@@ -286,6 +318,11 @@ class Supervision:
 
     def run_ended(self, *, exit_code: int, retry_times: float, delay_start: float) -> Decision:
         """A run's final state is being published: decide what follows (`restart_in`)."""
+        if self.phase is Phase.BLOCKED or (self._requeued and not self.stop_requested):
+            # Refused (a requirement failed), or requeued: no restart is scheduled.
+            self.restart_in = None
+            self.gave_up = False
+            return Decision.FAILED if self.phase is Phase.BLOCKED else Decision.RESTART
         rules = self.rules
         if not self.stop_requested:
             uptime = trio.current_time() - self._run_began
@@ -335,9 +372,18 @@ class Supervision:
                     await self._wait(runs, delay, failed)
                 if self.stop_requested or not self.active:
                     break
-                if failed is not None:
-                    self.restarts += 1
                 cmd = runs.next_run()
+                if runs.requires:
+                    why = await self._blocked(runs)
+                    if self.stop_requested or not self.active:
+                        break
+                    if why is not None:
+                        runs.refuse(cmd, why)  # its final state: run_ended decides no restart
+                        exit_code = -1
+                        break
+                if failed is not None and not self._requeued:
+                    self.restarts += 1
+                self._requeued = False
                 self._machine.move(Phase.RUNNING)
                 self.restart_in = None  # decided anew as this run ends (run_ended)
                 self._run_began = trio.current_time()
@@ -347,9 +393,9 @@ class Supervision:
                     reported = True
                     status = await cmd.run(task_status=task_status)
                 exit_code = status.exit
-                if self.restart_in is None or self.stop_requested:
+                if self.stop_requested or (self.restart_in is None and not self._requeued):
                     break
-                delay = self.restart_in
+                delay = self.restart_in or 0.0
                 failed = cmd
         finally:
             if self.active:  # stop() between runs ended it already
@@ -357,6 +403,19 @@ class Supervision:
         if not reported:
             task_status.started()
         return exit_code
+
+    async def _blocked(self, runs: Runs) -> str | None:
+        """BLOCKED: until the requirements are ready (None) or one never will be (why).
+
+        A stop() meanwhile ends the supervision at once (None is returned).
+        """
+        self._machine.move(Phase.BLOCKED)
+        why = None
+        with trio.CancelScope() as scope:
+            self._wait_scope = scope
+            why = await runs.until_required()
+        self._wait_scope = None
+        return why
 
     async def _wait(self, runs: Runs, delay: float, failed: Cmd | None) -> None:
         """WAITING: `delay` seconds (from now), after sweeping what `failed` left.
