@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from children import EXIT_0, EXIT_1, PY, SLEEP_FOREVER, python
+from children import EXIT_0, EXIT_1, FINAL, PY, SLEEP_FOREVER, T, python
 
 from trio_overseer import (
     Overseer,
@@ -23,9 +23,6 @@ from trio_overseer import (
     open_overseer,
 )
 from trio_overseer.testing import free_port
-
-T = 20  # guard for anything awaited on real processes; never a sync point
-FINAL = frozenset({State.FINISHED, State.INTERRUPTED, State.FATAL})
 
 
 def overseer(**kwargs: Any) -> Any:
