@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import signal
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from cli_children import INSTALLED, client, exit_with, run, write_text, write_yaml
+from cli_children import INSTALLED, client, exit_with, py, run, run_tool, write_text, write_yaml
 
 from trio_overseer._cli._config import ConfigError, describe, load_config
+from trio_overseer._cli._project import Options, load_project
+from trio_overseer.testing import free_port
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the CLI tests run on Linux"
@@ -175,3 +179,202 @@ async def test_export_maps_restart_policies(tmp_path: Path) -> None:
     assert f"startretries={2**31 - 1}\n" in web_section
     job_section = conf.split("[program:job]")[1].split("[program:")[0]
     assert "autorestart=false\n" in job_section and "exitcodes=2\n" in job_section
+
+
+# --- dependencies and readiness -----------------------------------------------------------
+
+DEPS_YAML = """
+web:
+  cmd: w
+  requires: [api]
+api:
+  cmd: a
+  requires: [db, cache]
+  restart_with: db
+  ready_port: $PORT
+  ready_timeout: 5
+db:
+  cmd: d
+  ready_line: "ready to accept"
+  ready_path: run/db.sock
+cache:
+  cmd: c
+  ready_url: http://127.0.0.1:6379/
+"""
+
+DEPS_TOML = """
+[procs.web]
+cmd = "w"
+requires = ["api"]
+
+[procs.api]
+cmd = "a"
+requires = ["db", "cache"]
+restart_with = "db"
+ready_port = "$PORT"
+ready_timeout = 5
+
+[procs.db]
+cmd = "d"
+ready_line = "ready to accept"
+ready_path = "run/db.sock"
+
+[procs.cache]
+cmd = "c"
+ready_url = "http://127.0.0.1:6379/"
+"""
+
+
+@pytest.mark.parametrize(("name", "text"), [("a.yml", DEPS_YAML), ("a.toml", DEPS_TOML)])
+def test_requires_and_ready_keys(tmp_path: Path, name: str, text: str) -> None:
+    web, api, db, cache = load_config(write(tmp_path, name, text))
+    assert (web.requires, web.restart_with) == (("api",), ())
+    assert (api.requires, api.restart_with) == (("db", "cache"), ("db",))
+    assert (api.ready_port, api.ready_timeout) == ("$PORT", 5.0)
+    assert (db.ready_line, db.ready_path) == ("ready to accept", "run/db.sock")
+    assert cache.ready_url == "http://127.0.0.1:6379/"
+    assert describe(api) == (
+        "a  [requires=db,cache; restart_with=db; ready_port='$PORT'; ready_timeout=5s]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "fragment"),
+    [
+        ("a:\n  cmd: x\n  requires: [b]\n", "requires", "no proc 'b' in this file (known: a)"),
+        ("a:\n  cmd: x\n  requires: [{b: 1}]\n", "requires", "expected a list of proc ids"),
+        ("a:\n  cmd: x\n  requires: a\n", "requires", "a cycle: 'a' -> 'a'"),
+        (
+            "a:\n  cmd: x\n  requires: [b]\nb:\n  cmd: y\n  requires: [a]\n",
+            "requires",
+            "the requirements form a cycle: 'a' -> 'b' -> 'a'",
+        ),
+        (
+            "a:\n  cmd: x\n  requires: [b]\n  restart_with: [c]\nb:\n  cmd: y\nc:\n  cmd: z\n",
+            "restart_with",
+            "names 'c', which 'requires' does not",
+        ),
+        ("a:\n  cmd: x\n  ready_port: 70000\n", "ready_port", "expected a port number"),
+        ("a:\n  cmd: x\n  ready_port: PORT\n", "ready_port", "or '$PORT'"),
+        ("a:\n  cmd: x\n  ready_line: '('\n", "ready_line", "not a regular expression"),
+        ("a:\n  cmd: x\n  ready_url: localhost:80\n", "ready_url", "expected an http://"),
+        ("a:\n  cmd: x\n  ready_timeout: 0\n", "ready_timeout", "seconds > 0"),
+    ],
+)
+def test_requires_and_ready_key_errors(
+    tmp_path: Path, text: str, field: str, fragment: str
+) -> None:
+    path = write(tmp_path, "overseer.yml", text)
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: proc 'a': field '{field}': "), problem
+    assert fragment in problem
+
+
+def test_requires_name_types_and_bring_them_along(tmp_path: Path) -> None:
+    write(tmp_path, "overseer.yml", "api:\n  cmd: a\n  requires: [db]\ndb:\n  cmd: d\n  scale: 2\n")
+    project = load_project(Options(names=("api",)), tmp_path)
+    api, db1, db2 = project.specs  # `start api` runs db too
+    assert api.requires == ("db.1", "db.2")
+    assert (db1.id, db2.id) == ("db.1", "db.2")
+    project = load_project(Options(concurrency={"db": 0}), tmp_path)
+    assert [(s.id, s.requires) for s in project.specs] == [("api", ())]  # none to wait for
+
+
+async def test_check_refuses_a_cycle(tmp_path: Path) -> None:
+    cyclic = DEPS_TOML.replace('cmd = "d"', 'cmd = "d"\nrequires = ["web"]')
+    write(tmp_path, "overseer.toml", cyclic)
+    rc, _, err = await client(tmp_path, "check", tool=INSTALLED)
+    assert rc == 2 and "Traceback" not in err
+    assert "overseer.toml: proc 'web': field 'requires': the requirements form a cycle" in err
+    assert "'web' -> 'api' -> 'db' -> 'web'" in err
+
+
+def SERVE(port_var: str = "PORT", delay: float = 0.5) -> list[str]:
+    """Listens on $PORT after `delay` seconds; on SIGTERM prints "bye" and exits 0."""
+    return py(
+        f"""
+        import os, signal, socket, sys, time
+        def bye(*_):
+            print("bye", flush=True)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, bye)
+        time.sleep({delay})
+        server = socket.create_server(("127.0.0.1", int(os.environ[{port_var!r}])))
+        print("listening", flush=True)
+        while True:
+            server.accept()[0].close()
+        """
+    )
+
+
+CONNECT = py(
+    """
+    import os, signal, socket, sys, time
+    def bye(*_):
+        print("bye", flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, bye)
+    socket.create_connection(("127.0.0.1", int(os.environ["DB_PORT"])), timeout=5).close()
+    print("connected", flush=True)
+    while True:
+        time.sleep(3600)
+    """
+)
+
+
+async def test_start_waits_for_readiness_and_stops_in_reverse(tmp_path: Path) -> None:
+    port = free_port()
+    write_yaml(
+        tmp_path,
+        {
+            "app": {"cmd": CONNECT, "requires": ["db"], "env": {"DB_PORT": str(port)}},
+            "db": {"cmd": SERVE(), "env": {"PORT": str(port)}, "ready_port": "$PORT"},
+        },
+    )
+    async with run_tool(tmp_path, "start", "--no-timestamp", "--no-color") as tool:
+        await tool.out.wait_for(r"^app +\| connected")
+        tool.send_signal(signal.SIGINT)
+        rc = await tool.wait()
+    lines = tool.out.lines
+    assert rc == 130, tool.err.text
+    assert "app  | waiting for db" in lines
+    assert lines.index("db   | listening") < lines.index("app  | connected")
+    # app stops (and ends) before db is asked to stop.
+    assert lines.index("app  | bye") < lines.index("db   | stopping") < lines.index("db   | bye")
+    assert lines.index("app  | exited 0") < lines.index("db   | stopping")
+
+
+async def test_a_failed_requirement_in_the_cli(tmp_path: Path) -> None:
+    write_yaml(
+        tmp_path,
+        {
+            "app": {"cmd": exit_with(0, out="app ran"), "requires": ["db"]},
+            "db": {"cmd": [str(tmp_path / "no-such-db")]},
+        },
+    )
+    rc, out, err = await run(tmp_path, "start", "--no-timestamp", "--no-color", "--json")
+    assert rc == 1, err
+    states = [r for r in map(json.loads, out.splitlines()) if r["kind"] == "state"]
+    app = [r for r in states if r["id"] == "app"]
+    assert app[-1]["state"] == "fatal" and app[-1]["PID"] == 0
+    assert app[-1]["error"].startswith("requirement 'db' could not start: cannot start")
+    assert not any(r["kind"] == "log" for r in map(json.loads, out.splitlines()))
+
+
+async def test_export_maps_requirements(tmp_path: Path) -> None:
+    write(tmp_path, "overseer.yml", DEPS_YAML)
+    units = tmp_path / "units"
+    rc, _, err = await client(tmp_path, "export", "systemd", str(units), "-a", "x", tool=INSTALLED)
+    assert rc == 0, err
+    api = (units / "x-api.service").read_text()
+    assert "Requires=x-db.service x-cache.service\n" in api
+    assert "After=network.target x-db.service x-cache.service\n" in api
+    assert "PartOf=x.target x-db.service\n" in api
+    assert "Requires=" not in (units / "x-db.service").read_text()
+    rc, _, err = await client(
+        tmp_path, "export", "supervisord", str(tmp_path / "sv"), "-a", "x", tool=INSTALLED
+    )
+    assert rc == 0, err
+    conf = (tmp_path / "sv" / "x.conf").read_text()
+    priority = dict(re.findall(r"\[program:(\w+)\][^\[]*?priority=(\d+)", conf))
+    assert priority == {"web": "300", "api": "200", "db": "100", "cache": "100"}

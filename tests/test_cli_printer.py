@@ -134,6 +134,12 @@ def test_the_time_prefix_follows_the_clock() -> None:
             "exited 0, gave up after 1 restart",
         ),
         (info(state=State.STARTING), State.INITIAL, None),
+        (
+            info(state=State.INITIAL, pid=0, waiting_for=("db", "cache")),
+            None,
+            "waiting for db, cache",
+        ),
+        (info(state=State.INITIAL, pid=0), None, None),
     ],
 )
 def test_state_changes_in_words(
@@ -203,8 +209,11 @@ def test_json_state() -> None:
         "restarts": 2,
         "restartIn": 1.5,
         "gaveUp": False,
+        "waitingFor": [],
         "ts": TS,
     }
+    waiting = state_dict(info(state=State.INITIAL, pid=0, waiting_for=("db", "cache")))
+    assert waiting["waitingFor"] == ["db", "cache"]
     assert state_dict(info())["restartIn"] is None
     assert state_dict(info(state=State.FINISHED, gave_up=True))["gaveUp"] is True
     forever = state_dict(info(retry_times=math.inf))

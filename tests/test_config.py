@@ -417,7 +417,7 @@ def test_error_message_with_relative_path(tmp_path: Path, monkeypatch: pytest.Mo
         ("cmd: echo 'unbalanced", "cmd", "no closing quotation"),
         ('cmd: echo "unbalanced', "cmd", "no closing quotation"),
         ("cmd: echo trailing\\", "cmd", "cannot split command"),
-        ("cmd: x\n  retires: 3", "retires", "did you mean 'retry'"),
+        ("cmd: x\n  retries: 3", "retries", "did you mean 'retry'"),
         ("cmd: x\n  command: y", "command", "unknown field"),
         ("cmd: x\n  env: [NOEQUALS]", "env", "expected 'NAME=value', got 'NOEQUALS'"),
         ("cmd: x\n  env: ['=value']", "env", "expected 'NAME=value'"),

@@ -117,6 +117,8 @@ def format_status(rows: list[dict[str, Any]]) -> str:
             state += f", restart in {row['restartIn']:.1f}s"
         elif final and row.get("gaveUp"):
             state += ", gave up"
+        elif row.get("waitingFor"):
+            state = f"waiting for {', '.join(row['waitingFor'])}"
         table.append(
             (
                 str(row.get("id")),

@@ -14,6 +14,10 @@ objects and never starts anything.  Three formats are understood:
         restart: on-failure                # or always, never
         success_codes: [0]                 # the exit codes that count as success
         reset_after: 60                    # seconds up after which the restart count resets
+        ready_port: $PORT                  # ready once it accepts connections (or ready_line,
+                                           # ready_url, ready_path; ready_timeout: 30)
+        requires: [db]                     # start once db is ready, stop before it
+        restart_with: [db]                 # and run again when db does
         group: frontend
         stop_signal: SIGINT
         stop_timeout: 5                    # seconds before escalating to SIGKILL
@@ -52,6 +56,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .._requires import cycle as requirement_cycle
 from .._signals import parse_signal, signal_name
 from ._procfile import join_continuations, parse_procfile, shell_argv
 
@@ -88,6 +93,13 @@ _FIELDS: tuple[str, ...] = (
     "restart",
     "success_codes",
     "reset_after",
+    "requires",
+    "restart_with",
+    "ready_line",
+    "ready_port",
+    "ready_url",
+    "ready_path",
+    "ready_timeout",
     "group",
     "stop_signal",
     "stop_timeout",
@@ -144,6 +156,9 @@ class ProcSpec:
     ``retry`` is ``math.inf`` for ``retry: forever``.
     ``stop_timeout`` and ``reset_after`` are None when the config leaves them
     to the supervisor.  ``pty``: stdout and stderr on a pseudo-terminal.
+    ``requires`` and ``restart_with`` name procs of the file (types); the
+    project turns them into the ids of their instances.  ``ready_port`` is a
+    port number, or ``"$PORT"``: the proc's own ``PORT``.
     ``script`` is the shell line as written when ``argv`` runs it with
     ``/bin/sh -c``.  ``type`` and ``instance`` name the proc an instance comes
     from (``web.2``: ``web`` and 2; 0 when not scaled); the project sets them.
@@ -158,6 +173,13 @@ class ProcSpec:
     restart: str = "on-failure"
     success_codes: tuple[int, ...] = (0,)
     reset_after: float | None = None
+    requires: tuple[str, ...] = ()
+    restart_with: tuple[str, ...] = ()
+    ready_line: str | None = None
+    ready_port: int | str | None = None
+    ready_url: str | None = None
+    ready_path: str | None = None
+    ready_timeout: float | None = None
     group: str = ""
     stop_signal: int = int(signal.SIGTERM)
     stop_timeout: float | None = None
@@ -284,6 +306,15 @@ def describe(spec: ProcSpec, *, hide: Mapping[str, str] | None = None) -> str:
         extras.append(f"stop_timeout={spec.stop_timeout:g}s")
     if spec.pty:
         extras.append("pty")
+    if spec.requires:
+        extras.append(f"requires={','.join(spec.requires)}")
+    if spec.restart_with:
+        extras.append(f"restart_with={','.join(spec.restart_with)}")
+    for name in ("ready_line", "ready_port", "ready_url", "ready_path"):
+        if (value := getattr(spec, name)) is not None:
+            extras.append(f"{name}={_quote(str(value))}")
+    if spec.ready_timeout is not None:
+        extras.append(f"ready_timeout={spec.ready_timeout:g}s")
     if spec.script is not None:
         command = (
             f"sh -c: {spec.script}" if spec.script.isprintable() else f"sh -c {_quote(spec.script)}"
@@ -643,6 +674,7 @@ def _read_toml(text: str, problems: _Problems) -> Mapping[Any, Any] | None:
 def _build_specs(path: Path, raw: Mapping[Any, Any], problems: _Problems) -> list[ProcSpec]:
     """Validate each ``id: {settings}`` entry and build its `ProcSpec`."""
     specs: list[ProcSpec] = []
+    named: list[str] = []  # every proc id of the file, also of procs with problems
     for raw_id, settings in raw.items():
         if isinstance(raw_id, str) and raw_id:
             proc_id = raw_id
@@ -657,10 +689,34 @@ def _build_specs(path: Path, raw: Mapping[Any, Any], problems: _Problems) -> lis
                 f"control characters, got {_show(proc_id)}"
             )
             continue
+        named.append(proc_id)
         spec = _build_spec(path, proc_id, settings, problems)
         if spec is not None:
             specs.append(spec)
+    _check_requires(specs, named, problems)
     return specs
+
+
+def _check_requires(specs: list[ProcSpec], named: list[str], problems: _Problems) -> None:
+    """Each proc `requires` procs of this file (`named`), and no cycle."""
+    known = ", ".join(named)
+    for spec in specs:
+        for required in spec.requires:
+            if required not in named:
+                problems.add(
+                    f"no proc {required!r} in this file (known: {known})",
+                    proc=spec.id,
+                    field="requires",
+                )
+    found = requirement_cycle({spec.id: spec.requires for spec in specs})
+    if found is not None:
+        problems.add(
+            "the requirements form a cycle: "
+            + " -> ".join(map(repr, found))
+            + " (each would wait for the other to be ready first)",
+            proc=found[0],
+            field="requires",
+        )
 
 
 def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems) -> ProcSpec | None:
@@ -726,6 +782,21 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
     restart: str = check("restart", _parse_restart, "on-failure")
     success_codes: tuple[int, ...] = check("success_codes", _parse_success_codes, (0,))
     reset_after: float | None = check("reset_after", _parse_reset_after, None)
+    requires: tuple[str, ...] = check("requires", _parse_ids, ())
+    restart_with: tuple[str, ...] = check("restart_with", _parse_ids, ())
+    ready_line: str | None = check("ready_line", _parse_ready_line, None)
+    ready_port: int | str | None = check("ready_port", _parse_ready_port, None)
+    ready_url: str | None = check("ready_url", _parse_ready_url, None)
+    ready_path: str | None = check("ready_path", _parse_ready_path, None)
+    ready_timeout: float | None = check("ready_timeout", _parse_ready_timeout, None)
+    if not set(restart_with) <= set(requires):
+        extra = ", ".join(repr(id) for id in restart_with if id not in requires)
+        problems.add(
+            f"names {extra}, which 'requires' does not: restart_with must be some of "
+            "the procs of requires",
+            proc=proc_id,
+            field="restart_with",
+        )
     group: str = check("group", _parse_group, "")
     stop_signal: int = check("stop_signal", _parse_signal, int(signal.SIGTERM))
     stop_timeout: float | None = check("stop_timeout", _parse_stop_timeout, None)
@@ -742,6 +813,13 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
         restart=restart,
         success_codes=success_codes,
         reset_after=reset_after,
+        requires=requires,
+        restart_with=restart_with,
+        ready_line=ready_line,
+        ready_port=ready_port,
+        ready_url=ready_url,
+        ready_path=ready_path,
+        ready_timeout=ready_timeout,
         group=group,
         stop_signal=stop_signal,
         stop_timeout=stop_timeout,
@@ -908,6 +986,59 @@ def _parse_success_codes(value: object) -> tuple[int, ...]:
     if not codes:
         raise _Invalid("expected at least one exit code, e.g. [0]")
     return tuple(codes)
+
+
+def _parse_ids(value: object) -> tuple[str, ...]:
+    """Proc ids: a list of strings (or a single one)."""
+    ids = value if isinstance(value, list) else [value]
+    for id in ids:
+        if isinstance(id, int) and not isinstance(id, bool):
+            id = str(id)  # as proc ids given as numbers (`123:`)
+        if not isinstance(id, str) or not id:
+            raise _Invalid(f"expected a list of proc ids, e.g. [db, cache], got {_show(value)}")
+    return tuple(dict.fromkeys(str(id) for id in ids))
+
+
+def _parse_ready_line(value: object) -> str:
+    """A regular expression a line of output matches once the proc is ready."""
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"expected a regular expression, got {_show(value)}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise _Invalid(f"not a regular expression: {exc}") from None
+    return value
+
+
+def _parse_ready_port(value: object) -> int | str:
+    """A TCP port on 127.0.0.1 that accepts connections once ready; ``$PORT``: the proc's."""
+    if value in ("$PORT", "${PORT}"):
+        return "$PORT"
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise _Invalid(f"expected a port number (1 to 65535) or '$PORT', got {_show(value)}")
+    return value
+
+
+def _parse_ready_url(value: object) -> str:
+    """An http:// or https:// URL answering below 500 once ready."""
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise _Invalid(f"expected an http:// or https:// URL, got {_show(value)}")
+    return value
+
+
+def _parse_ready_path(value: object) -> str:
+    """A path (relative to the proc's cwd) that exists once ready."""
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"expected a path, got {_show(value)}")
+    return _no_nul(value, "the path")
+
+
+def _parse_ready_timeout(value: object) -> float:
+    """Seconds to wait for readiness."""
+    seconds = _non_negative_number(value, "a number of seconds > 0")
+    if not seconds > 0:
+        raise _Invalid(f"expected a number of seconds > 0, got {_show(value)}")
+    return seconds
 
 
 def _parse_reset_after(value: object) -> float:

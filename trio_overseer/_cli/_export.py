@@ -19,6 +19,11 @@ What the init systems cannot say exactly:
   ``SuccessExitStatus`` (0 always counts there) and supervisord's
   ``exitcodes``.  ``reset_after`` has no equivalent (systemd forgets
   restarts older than the hour of ``StartLimitIntervalSec``);
+* ``requires`` becomes systemd's ``Requires=`` and ``After=`` (ordered by
+  start, not by readiness: systemd waits for a ``Type=simple`` service to be
+  forked, not to answer) and ``restart_with`` its ``PartOf=``; supervisord
+  has no dependencies: its ``priority`` starts the required programs first
+  and stops them last, without waiting for them;
 * ``delay`` becomes ``ExecStartPre=/bin/sleep`` (systemd) and is left out
   for supervisord, which has no start delay;
 * ``pty`` is left out: their programs write to the journal or a log file.
@@ -35,6 +40,7 @@ from pathlib import Path
 
 import attrs
 
+from .._requires import closure as requirement_closure
 from .._signals import signal_name
 from ._config import ProcSpec
 
@@ -96,7 +102,7 @@ def _restarts(spec: ProcSpec) -> bool:
 
 
 def _systemd(specs: Sequence[ProcSpec], *, app: str, user: str | None) -> list[ExportFile]:
-    units = [f"{app}-{spec.id}.service" for spec in specs]
+    units = [_unit(app, spec.id) for spec in specs]
     files = [
         ExportFile(
             f"{app}.target",
@@ -119,9 +125,11 @@ def _systemd(specs: Sequence[ProcSpec], *, app: str, user: str | None) -> list[E
             "[Unit]",
             f"Description={_unit_text(app)}: {_unit_text(spec.id)}"
             + (f" (group {_unit_text(spec.group)})" if spec.group else ""),
-            f"PartOf={app}.target",
-            "After=network.target",
+            "PartOf=" + " ".join([f"{app}.target", *(_unit(app, r) for r in spec.restart_with)]),
+            "After=" + " ".join(["network.target", *(_unit(app, r) for r in spec.requires)]),
         ]
+        if spec.requires:
+            lines.append("Requires=" + " ".join(_unit(app, r) for r in spec.requires))
         if _restarts(spec) and math.isinf(spec.retry):
             lines.append("StartLimitIntervalSec=0")  # no limit
         elif _restarts(spec):
@@ -157,6 +165,10 @@ def _systemd(specs: Sequence[ProcSpec], *, app: str, user: str | None) -> list[E
     return files
 
 
+def _unit(app: str, id: str) -> str:
+    return f"{app}-{id}.service"
+
+
 def _unit_text(text: str) -> str:
     """Free text in a unit file: specifiers escaped, on one line."""
     return text.replace("%", "%%").replace("\n", " ")
@@ -180,6 +192,7 @@ def _supervisord(
     specs: Sequence[ProcSpec], *, app: str, user: str | None, log_dir: str | None
 ) -> ExportFile:
     sections = [f"[group:{app}]\nprograms={','.join(spec.id for spec in specs)}\n"]
+    levels = _levels(specs)
     for spec in specs:
         for what, text in [("command", arg) for arg in spec.argv] + [
             (f"variable {name}", value) for name, value in spec.env.items()
@@ -211,6 +224,7 @@ def _supervisord(
             f"startretries={_MANY if math.isinf(spec.retry) else int(spec.retry)}",
             f"stopsignal={signal_name(spec.stop_signal).removeprefix('SIG')}",
             f"stopwaitsecs={max(1, round(stop_timeout))}",
+            *([f"priority={100 * levels[spec.id]}"] if levels else []),
             # The whole process group gets the stop signal, and SIGKILL.
             "stopasgroup=true",
             "killasgroup=true",
@@ -220,6 +234,18 @@ def _supervisord(
             lines += [f"stdout_logfile={_ini(base)}.log", f"stderr_logfile={_ini(base)}.error.log"]
         sections.append("\n".join(lines) + "\n")
     return ExportFile(f"{app}.conf", "\n".join(sections))
+
+
+def _levels(specs: Sequence[ProcSpec]) -> dict[str, int]:
+    """supervisord's start order for `requires`: 1 for a proc that requires
+    nothing, one more than its deepest requirement otherwise ({} without any)."""
+    if not any(spec.requires for spec in specs):
+        return {}
+    graph = {spec.id: spec.requires for spec in specs}
+    levels: dict[str, int] = {}
+    for id in requirement_closure(graph, list(graph)):  # requirements first
+        levels[id] = 1 + max((levels.get(r, 0) for r in graph[id]), default=0)
+    return levels
 
 
 def _ini(text: str) -> str:

@@ -72,6 +72,8 @@ def describe_state(info: ProcessInfo, previous: State | None = None) -> str | No
     from outside.
     """
     state = info.state
+    if info.waiting_for:
+        return f"waiting for {', '.join(info.waiting_for)}"
     if state is State.RUNNING:
         return f"running (pid {info.pid})"
     if state is State.STOPPING:
@@ -99,6 +101,7 @@ def state_dict(info: ProcessInfo, ts: float | None = None) -> dict[str, Any]:
     data["restarts"] = info.restarts
     data["restartIn"] = info.restart_in
     data["gaveUp"] = info.gave_up
+    data["waitingFor"] = list(info.waiting_for)
     if ts is not None:
         data["ts"] = ts
     return data

@@ -10,7 +10,10 @@ type into its instances:
 * ``PORT``: as foreman, type number *i* (in file order, counting every
   type, selected or not) gets ``base + 100 * i`` and its instances ``+1``
   each; the base is ``-p N``, else ``PORT`` from the env files, else from the
-  environment, else 5000.  A proc whose own ``env`` sets ``PORT`` keeps it.
+  environment, else 5000.  A proc whose own ``env`` sets ``PORT`` keeps it;
+* ``requires`` (and ``restart_with``) of a type become the ids of the
+  required types' instances (none for a type scaled to 0); selecting a proc
+  (``start api``) selects what it requires too.
 
 A proc's environment, from the bottom up: the inherited environment, the
 env files, ``PORT``, the proc's own ``env``.
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import attrs
 
+from .._requires import closure as requirement_closure
 from ._config import ConfigError, ProcSpec, find_config, read_config
 from ._dotenv import parse_dotenv
 
@@ -188,9 +192,20 @@ def _expand(
 ) -> list[ProcSpec]:
     """Every instance of every type, with its environment."""
     port = base_port(options, env, port_file)
+    counts = {
+        spec.id: options.concurrency.get(spec.id, options.concurrency.get("all", spec.scale))
+        for spec in base
+    }
+    # A requirement names a type: its instances are required (none when scaled to 0).
+    instances = {
+        type: [f"{type}.{n}" for n in range(1, count + 1)] if count > 1 else [type] * count
+        for type, count in counts.items()
+    }
     specs: list[ProcSpec] = []
     for index, spec in enumerate(base):
-        count = options.concurrency.get(spec.id, options.concurrency.get("all", spec.scale))
+        count = counts[spec.id]
+        requires = tuple(id for type in spec.requires for id in instances.get(type, [type]))
+        restart_with = tuple(id for type in spec.restart_with for id in instances.get(type, [type]))
         for number in range(1, count + 1):
             proc_env = dict(env)
             if "PORT" not in spec.env:
@@ -205,13 +220,16 @@ def _expand(
                     scale=count,
                     type=spec.id,
                     instance=number if scaled else 0,
+                    requires=requires,
+                    restart_with=restart_with,
                 )
             )
     return specs
 
 
 def _select(specs: list[ProcSpec], names: Sequence[str], path: Path) -> list[ProcSpec]:
-    """The specs `names` ask for: ids, types or ``*`` patterns; all when none."""
+    """The specs `names` ask for: ids, types or ``*`` patterns, with what they
+    require (transitively); all when none."""
     if not names:
         return specs
     chosen: set[str] = set()
@@ -226,6 +244,8 @@ def _select(specs: list[ProcSpec], names: Sequence[str], path: Path) -> list[Pro
         raise ConfigError(
             f"no proc {', '.join(map(repr, unknown))} in {path} (known: {known or 'none'})"
         )
+    graph = {spec.id: spec.requires for spec in specs}
+    chosen = set(requirement_closure(graph, sorted(chosen)))
     return [spec for spec in specs if spec.id in chosen]
 
 

@@ -47,9 +47,12 @@ import attrs
 import trio
 
 from .._block import open_overseer
+from .._errors import ProcRunningError
 from .._lifetime import take_signals
 from .._overseer import Overseer
 from .._records import ProcessInfo
+from .._requires import closure as requirement_closure
+from .._requires import problems as requirement_problems
 from .._state import State
 from ._config import ConfigError, ProcSpec
 from ._control import ControlServer, RequestError
@@ -92,6 +95,9 @@ def add_procs(
             if not message.startswith(f"proc {spec.id!r}"):
                 message = f"proc {spec.id!r}: {message}"
             problems.append(f"{spec.source}: {message}")
+    if specs and not problems:  # what start() would refuse: unknown ids, a cycle
+        graph = {spec.id: spec.requires for spec in specs}
+        problems += [f"{specs[0].source}: {problem}" for problem in requirement_problems(graph)]
     return problems
 
 
@@ -103,6 +109,14 @@ def add_proc(ovr: Overseer, spec: ProcSpec, *, pty_size: tuple[int, int] | None 
     options: dict[str, Any] = {}
     if spec.reset_after is not None:
         options["reset_after"] = spec.reset_after
+    if spec.ready_timeout is not None:
+        options["ready_timeout"] = spec.ready_timeout
+    port = spec.ready_port
+    if isinstance(port, str):  # "$PORT": the proc's own
+        text = spec.env.get("PORT", os.environ.get("PORT", ""))
+        if not text.isdigit():
+            raise ValueError(f"ready_port is $PORT, but PORT is not a port number: {text!r}")
+        port = int(text)
     ovr.add(
         spec.id,
         spec.argv[0],
@@ -114,6 +128,12 @@ def add_proc(ovr: Overseer, spec: ProcSpec, *, pty_size: tuple[int, int] | None 
         retry_times=spec.retry,
         restart=spec.restart,
         success_codes=spec.success_codes,
+        requires=spec.requires,
+        restart_with=spec.restart_with,
+        ready_line=spec.ready_line,
+        ready_port=port,
+        ready_url=spec.ready_url,
+        ready_path=spec.ready_path,
         **options,
         stop_signal=spec.stop_signal,
         stop_timeout=spec.stop_timeout,
@@ -304,7 +324,12 @@ class Instance:
             async with trio.open_nursery() as nursery:
                 if ready is not None:
                     nursery.start_soon(self._when_started, id, receive, ready)
-                await self.ovr.supervise(id)
+                try:
+                    await self.ovr.supervise(id)
+                except ProcRunningError:
+                    # A proc that requires this one claimed it first (its
+                    # supervise() brings its requirements): wait for that end.
+                    await self.ovr._supervision_done(id).wait()
                 nursery.cancel_scope.cancel()
         finally:
             self.ovr.unwatch_state(send)
@@ -492,6 +517,10 @@ class Instance:
     ) -> list[dict[str, Any]]:
         """Stop each of `ids` if it runs, start it again; return once the new runs
         run.  With `only_ended` (``start``), a proc that runs is left alone."""
+        asked = [self.check_id(id).spec.id for id in ids]
+        if only_ended:  # `start api`: what api requires and is not running comes along
+            graph = {id: slot.spec.requires for id, slot in self._slots.items()}
+            ids = requirement_closure(graph, asked)
         slots = [self.check_id(id) for id in ids]
         procs = self._procs_nursery()
         ready = []
@@ -510,7 +539,7 @@ class Instance:
         for slot, event in ready:
             with trio.move_on_after(self._limit(slot) + slot.spec.delay):
                 await event.wait()
-        return [state_dict(self.ovr.status(id)) for id in ids]
+        return [state_dict(self.ovr.status(id)) for id in asked]
 
     async def _restart(self, id: str, ready: trio.Event) -> None:
         slot = self._slots[id]
