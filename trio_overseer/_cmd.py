@@ -28,6 +28,7 @@ content, and a run always ends with every line it wrote.
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import math
@@ -65,6 +66,7 @@ _SPAWN_HINTS = {
     errno.E2BIG: "the arguments and environment are too large for exec",
     errno.ENOMEM: "out of memory",
 }
+
 
 class OutputGate:
     """Holds back the reading of live runs' pipes while a consumer cannot keep up.
@@ -114,6 +116,14 @@ class Brief(NamedTuple):
     exit: int  # -1 until the end
     error: str | None
     start_ts: float
+
+
+class Escalation(enum.IntEnum):
+    """How far a stop has gone: only ever up."""
+
+    NONE = 0  # nothing sent
+    STOP = 1  # the stop signal (stop(), or the run was cancelled)
+    KILL = 2  # SIGKILL (kill(), or stop_timeout passed)
 
 
 StateHook = Callable[["Cmd"], None]
@@ -245,42 +255,44 @@ class Cmd:
     stdout: trio.MemoryReceiveChannel[str] | None = attrs.field(init=False, default=None)
     stderr: trio.MemoryReceiveChannel[str] | None = attrs.field(init=False, default=None)
 
+    # The run's state; changed only by _fire, which announces it in the same stretch.
     _machine: StateMachine = attrs.field(init=False, factory=StateMachine)
-    _run_called: bool = attrs.field(init=False, default=False)
-    _proc: ChildProcess | None = attrs.field(init=False, default=None)
-    _exit: int = attrs.field(init=False, default=-1)
-    _error: str | None = attrs.field(init=False, default=None)
-    _start_ts: float = attrs.field(init=False, default=0.0)
-    _stop_ts: float = attrs.field(init=False, default=0.0)
-    _start_mono: float = attrs.field(init=False, default=0.0)
-    _stop_mono: float = attrs.field(init=False, default=0.0)
-    # Buffered lines, appended only while buffered is set.
+    _run_called: bool = attrs.field(init=False, default=False)  # run() began: never again
+    _proc: ChildProcess | None = attrs.field(init=False, default=None)  # set once spawned
+    _exit: int = attrs.field(init=False, default=-1)  # the return code once final, else -1
+    _error: str | None = attrs.field(init=False, default=None)  # why, once fatal/signalled
+    _start_ts: float = attrs.field(init=False, default=0.0)  # wall clock at SPAWNED, else 0
+    _stop_ts: float = attrs.field(init=False, default=0.0)  # wall clock once final, else 0
+    _start_mono: float = attrs.field(init=False, default=0.0)  # _start_ts, monotonic
+    _stop_mono: float = attrs.field(init=False, default=0.0)  # _stop_ts, monotonic
+    # The lines so far; appended only while `buffered`.
     _out_lines: list[str] = attrs.field(init=False, factory=list)
     _err_lines: list[str] = attrs.field(init=False, factory=list)
+    # The send sides of `stdout`/`stderr` (`streaming` only); closed at the end.
     _out_send: trio.MemorySendChannel[str] | None = attrs.field(init=False, default=None)
     _err_send: trio.MemorySendChannel[str] | None = attrs.field(init=False, default=None)
-    _done: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _done: trio.Event = attrs.field(init=False, factory=trio.Event)  # set once final
+    # How far the stop has gone: only ever up (NONE -> STOP -> KILL).
+    _sent: Escalation = attrs.field(init=False, default=Escalation.NONE)
+    # A stop() (STOP) or kill() (KILL) while _spawning: done once the process exists.
+    _pending: Escalation = attrs.field(init=False, default=Escalation.NONE)
+    # Between START and the process's existence (the spawn may wait in a thread).
+    _spawning: bool = attrs.field(init=False, default=False)
     # Cancelled by stop()/kill(): ends the wait for the leader's exit.
     _stop_scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
-    # The stop_timeout wait of _end_group; kill() cancels it to SIGKILL at once.
+    # The stop_timeout wait of _end_group while in it; kill() cancels it: SIGKILL at once.
     _grace_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
-    _stop_sent: bool = attrs.field(init=False, default=False)
     _stop_event: trio.Event = attrs.field(init=False, factory=trio.Event)  # stop()/kill() seen
     _pumps_left: int = attrs.field(init=False, default=0)  # pipes not yet at EOF
-    # The wait of a drain that a stop would cut short; the last pump cancels it.
+    # The wait of a drain that a stop would cut short, while in it; the last pump cancels it.
     _drain_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
-    _kill_sent: bool = attrs.field(init=False, default=False)
-    # Between START and the process's existence (the spawn may wait in a
-    # thread): a stop()/kill() then is kept (True: kill) and done right after.
-    _spawning: bool = attrs.field(init=False, default=False)
-    _stop_requested: bool | None = attrs.field(init=False, default=None)
-    # Set by the Overseer: called on every state change / batch of lines.
+    # Set by the Overseer (before run()): called on every state change / batch of lines.
     _on_state: StateHook | None = attrs.field(init=False, default=None)
     _on_output: OutputHook | None = attrs.field(init=False, default=None)
-    # The run's tag (env TAG_VAR, inherited by every descendant) and the
-    # scanner that finds descendants which escaped the group (see _sweep).
+    # The run's tag (env TAG_VAR, inherited by every descendant; set by run())
+    # and the scanner that finds descendants which escaped the group (see _sweep).
     _tag: str = attrs.field(init=False, default="")
-    _tag_prefix: str = attrs.field(init=False, default="")
+    _tag_prefix: str = attrs.field(init=False, default="")  # the Overseer's, else random
     _scanner: Scanner | None = attrs.field(init=False, default=None)
     # Flow control (set by the Overseer): while held, live pumps wait in one
     # of `_holds`; `_draining` (the group is gone) makes them read regardless.
@@ -354,8 +366,8 @@ class Cmd:
         """A fresh Cmd with the same options, ready to run."""
         return attrs.evolve(self)
 
-    def _fire(self, event: Trigger) -> None:
-        self._machine.fire(event)
+    def _fire(self, trigger: Trigger) -> None:
+        self._machine.fire(trigger)
         if self._on_state is not None:
             self._on_state(self)
 
@@ -407,7 +419,7 @@ class Cmd:
     def _stop(self, *, kill: bool) -> None:
         if self._spawning:  # done as soon as there is a process to stop
             self.retry_times = 0
-            self._stop_requested = kill or bool(self._stop_requested)
+            self._pending = max(self._pending, Escalation.KILL if kill else Escalation.STOP)
             return
         if self._machine.state not in RUNNING_STATES or self._proc is None:
             return
@@ -415,13 +427,13 @@ class Cmd:
         if self._machine.state is State.RUNNING:
             self._fire(Trigger.STOP)
         if kill:
-            if not self._kill_sent:
-                self._kill_sent = True
+            if self._sent is not Escalation.KILL:
+                self._sent = Escalation.KILL
                 self._send(_signal.SIGKILL)
             if self._grace_scope is not None:
                 self._grace_scope.cancel()
-        elif not (self._stop_sent or self._kill_sent):
-            self._stop_sent = True
+        elif self._sent is Escalation.NONE:
+            self._sent = Escalation.STOP
             self._send(self.stop_signal)
         self._stop_scope.cancel()
         self._stop_event.set()
@@ -498,8 +510,8 @@ class Cmd:
         self._start_ts = time.time()
         self._start_mono = time.monotonic()
         self._fire(Trigger.SPAWNED)
-        if self._stop_requested is not None:  # stop() or kill() while it was being spawned
-            self._stop(kill=self._stop_requested)
+        if self._pending:  # stop() or kill() while it was being spawned
+            self._stop(kill=self._pending is Escalation.KILL)
         task_status.started()
         try:
             await self._watch(proc, out, err)
@@ -546,7 +558,7 @@ class Cmd:
             finally:
                 with trio.CancelScope(shield=True):
                     await self._end_group(proc)
-                    swept = self._stop_sent or self._kill_sent
+                    swept = self._sent is not Escalation.NONE
                     if swept:
                         await self._sweep_escaped()
                 deadline = trio.current_time() + _DRAIN_GRACE
@@ -568,9 +580,9 @@ class Cmd:
             return
         if proc.returncode is None and self._machine.state is State.RUNNING:
             self._fire(Trigger.STOP)  # cancelled from outside
-        if not self._kill_sent:
-            if not self._stop_sent:
-                self._stop_sent = True
+        if self._sent is not Escalation.KILL:
+            if self._sent is Escalation.NONE:
+                self._sent = Escalation.STOP
                 self._send(self.stop_signal)
             with trio.move_on_after(self.stop_timeout) as grace:
                 self._grace_scope = grace
@@ -584,7 +596,7 @@ class Cmd:
                 self.stop_timeout,
                 describe_signal(self.stop_signal),
             )
-        self._kill_sent = True
+        self._sent = Escalation.KILL
         self._send(_signal.SIGKILL)
         with trio.move_on_after(KILL_WAIT) as last:
             await self._wait_gone(proc)
@@ -611,7 +623,7 @@ class Cmd:
     async def _sweep_escaped(self) -> None:
         """End descendants that left the process group (setsid, daemons)."""
         scanner = self._scanner or Scanner()
-        sig = _signal.SIGKILL if self._kill_sent else self.stop_signal
+        sig = _signal.SIGKILL if self._sent is Escalation.KILL else self.stop_signal
         await scanner.sweep(self._tag.encode(), sig, self.stop_timeout)
 
     @staticmethod

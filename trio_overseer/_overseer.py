@@ -59,7 +59,7 @@ logger = logging.getLogger("trio_overseer")
 _TAIL_LINES = 200  # recent lines kept per proc for wait_for_log and error reports
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ValueError(f"Overseer {attribute.name} must be a number >= 0, got {value!r}")
 
@@ -216,10 +216,10 @@ class Overseer:
     own a nursery for their duration.
     """
 
-    stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=[_positive, _finite])
+    stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=[_non_negative, _finite])
     handle_signals: bool = attrs.field(default=True, kw_only=True, validator=_flag)
-    backoff_base: float = attrs.field(default=0.1, kw_only=True, validator=[_positive, _finite])
-    backoff_max: float = attrs.field(default=30.0, kw_only=True, validator=_positive)
+    backoff_base: float = attrs.field(default=0.1, kw_only=True, validator=[_non_negative, _finite])
+    backoff_max: float = attrs.field(default=30.0, kw_only=True, validator=_non_negative)
     seed: int | None = attrs.field(default=None, kw_only=True)
 
     _procs: dict[str, _Proc] = attrs.field(init=False, factory=dict)
