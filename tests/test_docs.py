@@ -277,3 +277,36 @@ def test_config_block_is_valid(block: Block, tmp_path: Path) -> None:
     (tmp_path / name).write_text(block.code)
     argv = [PY, "-m", "trio_overseer", "check", "-c", name]
     run(argv, tmp_path, f"trio-overseer check of {block.id}")
+
+
+def test_the_layout_table_is_true() -> None:
+    """docs/design.md's table of modules lists every module, and at run time each
+    imports only modules below it (the one-way imports the table promises)."""
+    import ast
+    import re
+
+    design = (ROOT / "docs" / "design.md").read_text()
+    table = design[design.index("| module | owns |") :].split("\n\n", 1)[0]
+    order = [
+        name
+        for row in table.splitlines()[2:]
+        for name in re.findall(r"`(_?[a-z_]+)/?`", row.split("|")[1])
+    ]
+    rank = {name: i for i, name in enumerate(order)}
+    package = ROOT / "trio_overseer"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__", "_version"}
+    assert modules | {"_cli"} == set(order), "docs/design.md's layout table lists other modules"
+    for name in sorted(modules):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        typing_only = {
+            id(node)
+            for branch in ast.walk(tree)
+            if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
+            for node in ast.walk(branch)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and id(node) not in typing_only:
+                for target in [node.module] if node.module else [a.name for a in node.names]:
+                    target = target.split(".")[0]
+                    if target in rank:
+                        assert rank[target] > rank[name], f"{name} imports {target}, above it"
