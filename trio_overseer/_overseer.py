@@ -689,7 +689,7 @@ class Overseer:
                 rec.ready_run = rec.cmd
                 return None
             if sup.active:  # not ready in time: stopped, as start() does
-                self.stop(id)
+                self._stop(id)
                 detail = why.splitlines()[0].removeprefix(f"proc {id!r} was not ready ")
                 return f"requirement {id!r} was not ready {detail}"
             return self._why_ended(rec, ready=False)
@@ -865,11 +865,19 @@ class Overseer:
         """Stop the proc and cancel any pending restart; sync, never blocks.
 
         Its `retry_times` (as `status()` shows it) reads 0 until its next
-        start, which begins with the configured budget again.
+        start, which begins with the configured budget again.  A second
+        `stop()` while the first is still under way (the proc is stopping)
+        skips what is left of the stop and kills it at once (SIGKILL).
 
         Raises:
           UnknownProcError: `id` is not registered.
         """
+        rec = self._get(id)
+        again = rec.stopped and rec.cmd.state is State.STOPPING
+        self._stop(id, kill=kill or again)
+
+    def _stop(self, id: str, *, kill: bool = False) -> None:
+        """`stop()`, without the second one's kill (for stops the Overseer decides)."""
         rec = self._get(id)
         rec.stopped = True  # before the Cmd announces "stopping"
         self._deferred.discard(id)
@@ -903,7 +911,7 @@ class Overseer:
         the last of their dependents ends (`_stop_deferred`)."""
         if kill or not any(self._procs[id].requires for id in self._procs):
             for id in ids:
-                self.stop(id, kill=kill)
+                self._stop(id, kill=kill)
             return
         for id in ids:  # no restart of any of them from now on
             rec = self._procs[id]
@@ -921,7 +929,7 @@ class Overseer:
         for id in [id for id in self._deferred if id not in busy]:
             self._deferred.discard(id)
             if id in self._procs:
-                self.stop(id)
+                self._stop(id)
 
     def _hold_output(self, held: bool, id: str | None = None) -> None:
         """Flow control for a consumer of lines that fell behind (the CLI's stdout).
