@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import logging
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -58,6 +60,7 @@ from trio_overseer import (
     _procfs,
     open_overseer,
 )
+from trio_overseer._options import ProcOptions
 
 
 def overseer(**kwargs: Any) -> Any:
@@ -302,6 +305,21 @@ async def test_supervise_twice_concurrently_raises() -> None:
                 with pytest.raises(ProcRunningError):
                     await ovr.supervise("p")
                 ovr.stop("p")
+
+
+def test_add_takes_exactly_the_options_of_the_record() -> None:
+    # One definition of the per-proc options: add()'s keyword parameters are
+    # ProcOptions' fields, with the same defaults, and each run's Cmd takes
+    # the ones they share from it.
+    params = inspect.signature(Overseer.add).parameters
+    keywords = {name: p.default for name, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    fields = {field.name: field.default for field in attrs.fields(ProcOptions)}
+    assert keywords == fields
+    shared = {field.name for field in attrs.fields(Cmd)} & set(fields)
+    assert shared == {
+        "group", "dir", "env", "buffered", "stop_signal", "stop_timeout",
+        "delay_start", "retry_times", "pty",
+    }  # fmt: skip
 
 
 async def test_statistics() -> None:

@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._fanout import Fanout
 from ._lifetime import Lifetime, take_signals, takeable_signals
+from ._options import ProcOptions, proc_ids
 from ._ready import SILENT_HINT, Readiness, Watched, judge_ready, make_readiness, wait_ready
 from ._records import (
     STDOUT,
@@ -57,6 +58,8 @@ from ._tail import LineTail
 logger = logging.getLogger("trio_overseer")
 
 _TAIL_LINES = 200  # recent lines kept per proc for wait_for_log and error reports
+_CMD_OPTIONS = frozenset(field.name for field in attrs.fields(Cmd) if field.init)
+_ADD_OPTIONS = frozenset(field.name for field in attrs.fields(ProcOptions))
 
 
 def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -73,18 +76,6 @@ def _flag(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     # "no" or "false" would be true: refuse anything but a bool.
     if not isinstance(value, bool):
         raise TypeError(f"Overseer {attribute.name} must be True or False, got {value!r}")
-
-
-def _proc_ids(option: str, ids: object) -> tuple[str, ...]:
-    """The ids of a `requires`-like option: a collection of non-empty strings, deduplicated."""
-    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
-        raise TypeError(f"{option} must be a collection of proc ids, e.g. ('db',), got {ids!r}")
-    out: dict[str, None] = {}
-    for id in ids:
-        if not isinstance(id, str) or not id:
-            raise TypeError(f"{option} must hold proc ids (non-empty strings), got {id!r}")
-        out[id] = None
-    return tuple(out)
 
 
 @attrs.define(eq=False)
@@ -314,6 +305,11 @@ class Overseer:
           ProcExistsError: `id` is already registered.
           ValueError: empty `id` or `exec`, or an invalid option.
         """
+        given = {name: value for name, value in locals().items() if name in _ADD_OPTIONS}
+        return self._add(id, exec, args, ProcOptions(**given))
+
+    def _add(self, id: str, exec: str, args: Sequence[str], options: ProcOptions) -> Cmd:
+        """`add`, its options as one record: each option is checked here, naming the proc."""
         if not isinstance(id, str) or not id:
             raise ValueError(f"a proc needs a non-empty string id, got {id!r}")
         if not isinstance(exec, str) or not exec:
@@ -321,27 +317,19 @@ class Overseer:
         if id in self._procs:
             raise ProcExistsError(f"proc {id!r} is already registered; remove() it first")
         try:
-            cmd = Cmd(
-                exec,
-                args,
-                group=group,
-                dir=dir,
-                env=env,
-                buffered=buffered,
-                line_buffer_size=16384,
-                stop_signal=stop_signal,
-                stop_timeout=self.stop_timeout if stop_timeout is None else stop_timeout,
-                delay_start=delay_start,
-                retry_times=retry_times,
-                pty=pty,
-            )
+            run_options = options.shared_with(_CMD_OPTIONS)  # each run's Cmd takes these
+            if options.stop_timeout is None:
+                run_options["stop_timeout"] = self.stop_timeout
+            cmd = Cmd(exec, args, **run_options)
             rules = make_rules(
-                restart=restart, success_codes=success_codes, reset_after=reset_after
+                restart=options.restart,
+                success_codes=options.success_codes,
+                reset_after=options.reset_after,
             )
-            required = _proc_ids("requires", requires)
+            required = proc_ids("requires", options.requires)
             if id in required:
                 raise ValueError(f"requires names the proc itself ({id!r}): it would wait forever")
-            bound = _proc_ids("restart_with", restart_with)
+            bound = proc_ids("restart_with", options.restart_with)
             if not set(bound) <= set(required):
                 extra = ", ".join(repr(r) for r in bound if r not in required)
                 raise ValueError(
@@ -352,18 +340,18 @@ class Overseer:
             raise type(exc)(f"proc {id!r}: {exc}") from None
         readiness = make_readiness(
             id,
-            line=ready_line,
-            port=ready_port,
-            url=ready_url,
-            path=ready_path,
-            check=ready_check,
-            timeout=ready_timeout,
+            line=options.ready_line,
+            port=options.ready_port,
+            url=options.ready_url,
+            path=options.ready_path,
+            check=options.ready_check,
+            timeout=options.ready_timeout,
         )
         rec = _Proc(
             id=id,
             cmd=cmd,
             readiness=readiness,
-            retry_times=retry_times,
+            retry_times=cmd.retry_times,
             rules=rules,
             cmdline=shlex.join([exec, *cmd.args]),
             attach=lambda run: self._attach(rec, run),

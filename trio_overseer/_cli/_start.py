@@ -49,6 +49,7 @@ import trio
 from .._block import open_overseer
 from .._errors import ProcRunningError
 from .._lifetime import take_signals
+from .._options import ProcOptions
 from .._overseer import Overseer
 from .._records import ProcessInfo
 from .._requires import closure as requirement_closure
@@ -106,21 +107,29 @@ def add_proc(ovr: Overseer, spec: ProcSpec, *, pty_size: tuple[int, int] | None 
 
     A proc with ``pty: true`` gets a terminal of `pty_size` (None: 80x24).
     """
-    options: dict[str, Any] = {}
-    if spec.reset_after is not None:
-        options["reset_after"] = spec.reset_after
-    if spec.ready_timeout is not None:
-        options["ready_timeout"] = spec.ready_timeout
+    options = proc_options(spec, pty_size=pty_size)
+    ovr.add(spec.id, spec.argv[0], spec.argv[1:], **attrs.asdict(options, recurse=False))
+
+
+def proc_options(spec: ProcSpec, *, pty_size: tuple[int, int] | None = None) -> ProcOptions:
+    """The library's options of `spec`: the config's words (``cwd``, ``delay``,
+    ``retry``, an ``env`` added to ours, ``ready_port: $PORT``) in its own.
+
+    Raises:
+      ValueError: ``ready_port: $PORT``, but the proc's PORT is no port number.
+    """
     port = spec.ready_port
     if isinstance(port, str):  # "$PORT": the proc's own
         text = spec.env.get("PORT", os.environ.get("PORT", ""))
         if not text.isdigit():
             raise ValueError(f"ready_port is $PORT, but PORT is not a port number: {text!r}")
         port = int(text)
-    ovr.add(
-        spec.id,
-        spec.argv[0],
-        spec.argv[1:],
+    given: dict[str, Any] = {  # what the config leaves out keeps the library's default
+        "reset_after": spec.reset_after,
+        "ready_timeout": spec.ready_timeout,
+    }
+    return ProcOptions(
+        **{name: value for name, value in given.items() if value is not None},
         group=spec.group,
         dir=spec.cwd,
         env={**os.environ, **spec.env} if spec.env else None,
@@ -134,7 +143,6 @@ def add_proc(ovr: Overseer, spec: ProcSpec, *, pty_size: tuple[int, int] | None 
         ready_port=port,
         ready_url=spec.ready_url,
         ready_path=spec.ready_path,
-        **options,
         stop_signal=spec.stop_signal,
         stop_timeout=spec.stop_timeout,
         pty=(pty_size or True) if spec.pty else False,
