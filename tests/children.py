@@ -370,14 +370,23 @@ async def wait_pid_gone(pid: int) -> None:
     except OSError as exc:  # pragma: no cover - kernels without pidfd
         if exc.errno not in (errno.ENOSYS, errno.EPERM):
             raise
-        while pid_alive(pid):
-            await trio.sleep(0.01)
+        await until(lambda: not pid_alive(pid), f"pid {pid} is gone")
         return
     try:
         # A pidfd becomes readable when the process exits.
         await trio.lowlevel.wait_readable(pidfd)
     finally:
         os.close(pidfd)
+
+
+async def until(condition: Callable[[], bool], what: str, guard: float = T) -> None:
+    """Check `condition()` every few ms until it holds: for outside states that
+    announce nothing (no event, no pidfd); fails after `guard` seconds."""
+    with trio.move_on_after(guard):
+        while not condition():  # noqa: ASYNC110 - nothing to wait on: a state outside us
+            await trio.sleep(0.005)
+        return
+    raise AssertionError(f"waited {guard} s in vain until {what}")
 
 
 def wait_gone_sync(pids: list[int], timeout: float) -> list[int]:

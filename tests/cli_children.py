@@ -101,14 +101,14 @@ class Lines(children.Lines):
             self.add(buffer.decode(errors="replace"))
         self.close()
 
-    async def wait_for(  # type: ignore[override]
-        self, pattern: str | Callable[[str], bool], timeout: float = T
+    async def wait_for(
+        self, pattern: str | Callable[[str], bool], guard: float = T
     ) -> str:
         """The first line matching the regex (or predicate); fails at EOF or timeout."""
         if isinstance(pattern, str):
             regex = pattern
             pattern = lambda line: re.search(regex, line) is not None  # noqa: E731
-        with trio.fail_after(timeout):
+        with trio.fail_after(guard):
             return await super().wait_for(pattern)
 
     @property
@@ -127,9 +127,9 @@ class Tool:
     def send_signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    async def wait(self, timeout: float = T) -> int:
+    async def wait(self, guard: float = T) -> int:
         """Wait for the tool to exit (and its output to be read); its exit status."""
-        with trio.fail_after(timeout):
+        with trio.fail_after(guard):
             code = await self.proc.wait()
             await self.out.wait_closed()
             await self.err.wait_closed()
@@ -155,16 +155,16 @@ async def run_tool(
         stdout=subprocess.PIPE if stdout is None else stdout,
         stderr=subprocess.PIPE,
     )
-    tool = Tool(proc)
+    running = Tool(proc)
     async with trio.open_nursery() as nursery:
         if proc.stdout is not None:
-            nursery.start_soon(tool.out.pump, proc.stdout)
+            nursery.start_soon(running.out.pump, proc.stdout)
         else:
-            tool.out.closed = True
+            running.out.closed = True
         assert proc.stderr is not None
-        nursery.start_soon(tool.err.pump, proc.stderr)
+        nursery.start_soon(running.err.pump, proc.stderr)
         try:
-            yield tool
+            yield running
         finally:
             with trio.CancelScope(shield=True):
                 await _end(proc)

@@ -29,9 +29,13 @@ from hypothesis import HealthCheck, settings
 # Hypothesis profiles, registered before pytest reads --hypothesis-profile:
 # "ci" (the default of the real-process property tests: bounded) and "long"
 # for deeper runs (pytest --hypothesis-profile=long).
-_PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
-settings.register_profile("ci", max_examples=100, **_PROFILE)
-settings.register_profile("long", max_examples=500, **_PROFILE)
+for _name, _examples in (("ci", 100), ("long", 500)):
+    settings.register_profile(
+        _name,
+        max_examples=_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
 #: A process SIGKILLed by the library an instant before the test ended may
 #: still be on its way out; anything alive after this grace is a survivor.

@@ -208,7 +208,8 @@ async def test_check_gives_the_same_diagnosis(tmp_path: Path) -> None:
     assert (start_rc, check_rc, check_out) == (2, 2, "")
     problems = check_err.splitlines()
     assert len(problems) == 2
-    assert "proc 'web': field 'retyr'" in problems[0] and "proc 'db': field 'cmd'" in problems[1]
+    assert "proc 'web': field 'retyr'" in problems[0]
+    assert "proc 'db': field 'cmd'" in problems[1]
     assert start_err.splitlines()[:2] == problems
 
 
@@ -218,7 +219,8 @@ async def test_missing_config_file(tmp_path: Path) -> None:
     assert "no config file found" in err
     rc, out, err = await run(tmp_path, "start", "-c", "nope.yml")
     assert (rc, out) == (2, "")
-    assert "nope.yml" in err and "cannot read" in err
+    assert "nope.yml" in err
+    assert "cannot read" in err
 
 
 # --- exit status, --only, --json -----------------------------------------------------
@@ -250,11 +252,13 @@ async def test_only_runs_a_subset(tmp_path: Path) -> None:
     )
     rc, out, err = await run(tmp_path, "start", "--only", "c,a")
     assert rc == 0, err
-    assert has_line(out, "a", 1, "I am a") and has_line(out, "c", 1, "I am c")
+    assert has_line(out, "a", 1, "I am a")
+    assert has_line(out, "c", 1, "I am c")
     assert "I am b" not in out
     rc, out, err = await run(tmp_path, "start", "--only", "a,zz")
     assert (rc, out) == (2, "")
-    assert "no proc 'zz' in overseer.yml" in err and "known: a, b, c" in err
+    assert "no proc 'zz' in overseer.yml" in err
+    assert "known: a, b, c" in err
 
 
 async def test_json_lines(tmp_path: Path) -> None:
@@ -366,7 +370,8 @@ async def test_signal_stops_gracefully_then_kills(tmp_path: Path, sig: signal.Si
         tool.send_signal(sig)
         rc = await tool.wait()
     assert rc == 130
-    assert len(pids) == 2 and not any(map(pid_alive, pids))
+    assert len(pids) == 2
+    assert not any(map(pid_alive, pids))
     assert has_line(tool.out.text, "stubborn", 8, r"stopped \(signal: SIGKILL\)")
     assert has_line(tool.out.text, "plain", 8, r"stopped \(signal: SIGTERM\)")
     assert f"{sig.name} received: stopping every proc" in tool.err.text
@@ -380,7 +385,7 @@ async def test_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
         tool.send_signal(signal.SIGINT)
         await tool.out.wait_for(r"stubborn +\| stopping")
         tool.send_signal(signal.SIGINT)
-        rc = await tool.wait(timeout=10)  # far less than the 60 s stop_timeout
+        rc = await tool.wait(guard=10)  # far less than the 60 s stop_timeout
     assert rc == 130
     assert not any(map(pid_alive, pids_in(tool.out.lines)))
     assert "received again: killing every proc" in tool.err.text
@@ -406,7 +411,8 @@ async def test_control_commands(tmp_path: Path) -> None:
         [web_pid] = pids_in([line for line in tool.out.lines if " web " in line])
 
         info = os.stat(sock)
-        assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+        assert stat.S_ISSOCK(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o600
 
         rc, out, err = await client(tmp_path, "status")
         assert rc == 0, err
@@ -423,16 +429,19 @@ async def test_control_commands(tmp_path: Path) -> None:
             ("worker", "running"),
             ("once", "finished"),
         ]
-        assert rows[0]["PID"] == web_pid and rows[0]["uptime"] >= 0
+        assert rows[0]["PID"] == web_pid
+        assert rows[0]["uptime"] >= 0
 
         rc, out, err = await client(tmp_path, "signal", "worker", "USR1")
         assert (rc, err) == (0, "")
         assert out.startswith("worker: sent SIGUSR1")
         await tool.out.wait_for(r"worker +\| got SIGUSR1")
         rc, out, err = await client(tmp_path, "signal", "worker", "NOPE")
-        assert rc == 2 and "unknown signal" in err
+        assert rc == 2
+        assert "unknown signal" in err
         rc, out, err = await client(tmp_path, "signal", "once", "TERM")
-        assert rc == 1 and "not running" in err
+        assert rc == 1
+        assert "not running" in err
 
         rc, out, err = await client(tmp_path, "logs", "web")
         assert rc == 0, err
@@ -455,7 +464,8 @@ async def test_control_commands(tmp_path: Path) -> None:
             rc, out, err = await client(tmp_path, "restart", "web")
             assert rc == 0, err
             new_pid = int(re.fullmatch(r"web: running \(pid (\d+)\)\n", out)[1])  # type: ignore[index]
-            assert new_pid != web_pid and not pid_alive(web_pid)
+            assert new_pid != web_pid
+            assert not pid_alive(web_pid)
             await tool.out.wait_for(r"web +\| stopped \(signal: SIGTERM\)")
             await tool.out.wait_for(rf"web +\| running \(pid {new_pid}\)")
 
@@ -467,7 +477,8 @@ async def test_control_commands(tmp_path: Path) -> None:
             assert (rc, out) == (0, "web: stopped (signal: SIGTERM)\n"), err
             assert not pid_alive(new_pid)
             rc, out, err = await client(tmp_path, "stop", "nosuch")
-            assert rc == 1 and "no proc 'nosuch'" in err
+            assert rc == 1
+            assert "no proc 'nosuch'" in err
 
             rc, out, err = await client(tmp_path, "stop", "--all")
             assert rc == 0, err
@@ -477,7 +488,8 @@ async def test_control_commands(tmp_path: Path) -> None:
             assert await follower.wait() == 0  # `logs -f` ends with the instance
         assert not sock.exists()
     rc, out, err = await client(tmp_path, "status")
-    assert rc == 1 and "no trio-overseer is running here" in err
+    assert rc == 1
+    assert "no trio-overseer is running here" in err
 
 
 async def test_stale_socket_is_replaced(tmp_path: Path) -> None:
@@ -532,7 +544,8 @@ async def test_bad_requests_get_errors_and_disturb_nothing(tmp_path: Path) -> No
 
         async def error_of(raw: bytes) -> str:
             answers = await ask(sock, raw)
-            assert len(answers) == 1 and answers[0]["ok"] is False, answers
+            assert len(answers) == 1, answers
+            assert answers[0]["ok"] is False, answers
             return str(answers[0]["error"])
 
         assert "not a line of JSON" in await error_of(b"not json\n")
@@ -589,7 +602,8 @@ async def test_other_users_are_refused(tmp_path: Path) -> None:
             """
             result = await trio.run_process(py(code), capture_stdout=True, check=True)
             reply = json.loads(result.stdout)
-            assert reply["ok"] is False and "permission denied" in reply["error"]
+            assert reply["ok"] is False
+            assert "permission denied" in reply["error"]
             assert (await request(sock, {"cmd": "status"}))["procs"][0]["state"] == "running"
     finally:
         for path in public.iterdir():
@@ -609,4 +623,5 @@ async def test_python_dash_m_and_console_script_agree(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert result.stdout.decode().startswith("overseer.yml: 1 proc, valid")
     rc, _, err = await client(tmp_path)
-    assert rc == 2 and "usage" in err
+    assert rc == 2
+    assert "usage" in err

@@ -131,7 +131,9 @@ async def test_deep_nesting_is_refused(tmp_path: Path, name: str, text: str) -> 
 async def test_nul_bytes_are_refused_by_check_too(tmp_path: Path, text: str, where: str) -> None:
     write_text(tmp_path, "overseer.yml", text)
     check, start = await refused(tmp_path, "overseer.yml")
-    assert "proc 'web'" in check and where in check and "NUL" in check, check
+    assert "proc 'web'" in check, check
+    assert where in check, check
+    assert "NUL" in check, check
     assert check.splitlines()[0] == start.splitlines()[0]
 
 
@@ -148,7 +150,8 @@ async def test_nul_bytes_are_refused_by_check_too(tmp_path: Path, text: str, whe
 async def test_unprintable_ids_are_refused(tmp_path: Path, name: str, text: str) -> None:
     write_text(tmp_path, name, text)
     check, _ = await refused(tmp_path, name)
-    assert "\x1b" not in check and "\r" not in check, repr(check)
+    assert "\x1b" not in check, repr(check)
+    assert "\r" not in check, repr(check)
     assert "printable" in check, check
     assert len(check.splitlines()) == 1, check
 

@@ -49,7 +49,8 @@ SOCK = ".trio-overseer.sock"
 
 async def error_of(sock: Path, raw: bytes) -> str:
     answers = await ask(sock, raw)
-    assert len(answers) == 1 and answers[0]["ok"] is False, answers
+    assert len(answers) == 1, answers
+    assert answers[0]["ok"] is False, answers
     return str(answers[0]["error"])
 
 
@@ -61,7 +62,8 @@ async def status(sock: Path) -> list[dict[str, Any]]:
 
 def no_traceback(tool: Tool) -> None:
     text = tool.err.text
-    assert "Traceback" not in text and "internal error" not in text, text
+    assert "Traceback" not in text, text
+    assert "internal error" not in text, text
 
 
 async def test_deeply_nested_request_gets_an_error(tmp_path: Path) -> None:
@@ -96,7 +98,8 @@ async def test_request_without_newline_is_answered_once(tmp_path: Path) -> None:
                 while data := await stream.receive_some():  # the server ends the connection
                     received += data
         answers = [json.loads(line) for line in received.splitlines()]
-        assert len(answers) == 1 and answers[0]["ok"], answers
+        assert len(answers) == 1, answers
+        assert answers[0]["ok"], answers
         new_pid = answers[0]["proc"]["PID"]
         assert new_pid != before["PID"]
         [after] = await status(sock)
@@ -129,7 +132,8 @@ async def test_odd_signal_values_get_clear_errors(
         await tool.out.wait_for(r"web +\| ready")
         raw = b'{"cmd": "signal", "id": "web", "signal": ' + value.encode() + b"}\n"
         error = await error_of(sock, raw)
-        assert expected in error and len(error) < 300, error
+        assert expected in error, error
+        assert len(error) < 300, error
         [after] = await status(sock)
         assert after["state"] == "running"
         await request(sock, {"cmd": "stop", "all": True})
@@ -151,7 +155,7 @@ async def test_client_gone_while_its_stop_is_served(tmp_path: Path) -> None:
                 gone.sendall(json.dumps(message).encode() + b"\n")
             # Gone before the answer: the stop (or restart) still happens.
         await tool.out.wait_for(r"slow +\| killed \(signal: SIGKILL\)|slow +\| stopped")
-        await tool.out.wait_for(r"web +\| running", timeout=T)
+        await tool.out.wait_for(r"web +\| running", guard=T)
         rows = {row["id"]: row for row in await status(sock)}
         assert rows["slow"]["state"] in ("interrupted", "finished")
         await request(sock, {"cmd": "stop", "all": True})
@@ -192,7 +196,8 @@ async def test_blank_lines_are_cheap(tmp_path: Path) -> None:
         await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
         # 8 MB of blank lines, then a request: was quadratic (minutes of CPU).
         answers = await ask(sock, b"\n" * (8 << 20) + b'{"cmd": "status"}\n')
-        assert len(answers) == 1 and answers[0]["ok"], answers
+        assert len(answers) == 1, answers
+        assert answers[0]["ok"], answers
         await request(sock, {"cmd": "stop", "all": True})
         assert await tool.wait() == 0
     no_traceback(tool)
@@ -215,7 +220,8 @@ async def test_another_users_socket_is_never_taken(tmp_path: Path) -> None:
         assert f"control socket {path} belongs to another user (uid 65534)" in tool.err.text
         no_traceback(tool)
         info = os.lstat(path)
-        assert stat.S_ISSOCK(info.st_mode) and info.st_uid == 65534  # left alone
+        assert stat.S_ISSOCK(info.st_mode)
+        assert info.st_uid == 65534
     finally:
         for child in public.iterdir():
             child.unlink()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import trio
 import trio.testing
 from children import T
@@ -9,6 +11,7 @@ from children import T
 from trio_overseer import STDOUT, LogBatch, ProcessInfo, State
 from trio_overseer._cli._dispatch import Dispatcher
 from trio_overseer._cli._printer import Printer
+from trio_overseer._cli._writer import Writer
 
 TS = 1_700_000_000.25
 
@@ -62,7 +65,7 @@ async def test_a_flood_delays_the_others_by_one_batch_at_most() -> None:
     batch, batches = 2000, 20  # about 54 000 characters a batch printed
     with trio.fail_after(T):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(dispatcher.run, receive, out)
+            nursery.start_soon(dispatcher.run, receive, cast(Writer, out))
             for k in range(batches):
                 send.send_nowait(flood(k * batch, batch))
             await trio.testing.wait_all_tasks_blocked()  # the first write waits for stdout
@@ -77,7 +80,8 @@ async def test_a_flood_delays_the_others_by_one_batch_at_most() -> None:
             assert len(out.writes) == 2
             first, second = out.writes
             assert first.count("\n") == batch  # one batch: the flood's turn
-            assert "quiet  | hello\n" in second and "quiet  | exited 0\n" in second
+            assert "quiet  | hello\n" in second
+            assert "quiet  | exited 0\n" in second
             assert second.index("hello") < second.index("exited 0")
             assert second.count("\n") == batch + 2  # the quiet ones, then one more batch
             send.close()
@@ -95,7 +99,7 @@ async def test_lines_of_one_proc_keep_their_order_with_its_states() -> None:
     send, receive = dispatcher.open_channel()
     with trio.fail_after(T):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(dispatcher.run, receive, out)
+            nursery.start_soon(dispatcher.run, receive, cast(Writer, out))
             send.send_nowait(info("a", State.RUNNING))
             send.send_nowait(LogBatch("a", STDOUT, TS, ("one", "two")))
             send.send_nowait(info("a", State.FINISHED))

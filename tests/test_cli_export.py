@@ -16,11 +16,11 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
+from children import until
 from cli_children import INSTALLED, PY, T, client, pid_alive, write_text
 
 pytestmark = pytest.mark.skipif(
@@ -91,9 +91,11 @@ async def test_systemd_units(tmp_path: Path) -> None:
     assert f'ExecStart="/bin/sh" "-c" "exec {PY} seen.py --port=$$PORT"\n' in web2
     for line in ("KillMode=control-group", "KillSignal=SIGTERM", "TimeoutStopSec=5"):
         assert line + "\n" in web2
-    assert "Restart=on-failure\n" in web2 and "StartLimitBurst=4\n" in web2
+    assert "Restart=on-failure\n" in web2
+    assert "StartLimitBurst=4\n" in web2
     piped = (units / "demo-piped.service").read_text()
-    assert "KillSignal=SIGINT\n" in piped and "Restart=no\n" in piped
+    assert "KillSignal=SIGINT\n" in piped
+    assert "Restart=no\n" in piped
     stubborn = (units / "demo-stubborn.service").read_text()
     assert 'Environment="GREETING=100%% \\"quoted\\" $x"\n' in stubborn
     assert "TimeoutStopSec=1\n" in stubborn
@@ -109,13 +111,6 @@ async def test_systemd_units(tmp_path: Path) -> None:
             check=False,
         )
     assert (result.returncode, result.stderr) == (0, b""), result.stderr.decode()
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Wait, bounded, for an outside tool's state that announces nothing."""
-    with trio.fail_after(T):
-        while not predicate():
-            await trio.sleep(0.05)
 
 
 def seen_in(log: Path) -> dict[str, object] | None:
@@ -164,7 +159,8 @@ async def test_supervisord_runs_the_export(tmp_path: Path) -> None:
         ids = ("web.1", "web.2", "piped", "stubborn")
         await until(lambda: all(seen_in(logs / f"{id}.log") for id in ids), "programs")
         seen = {id: seen_in(logs / f"{id}.log") or {} for id in ids}
-        assert seen["web.1"]["argv"] == ["--port=5000"] and seen["web.1"]["port"] == "5000"
+        assert seen["web.1"]["argv"] == ["--port=5000"]
+        assert seen["web.1"]["port"] == "5000"
         assert seen["web.2"]["port"] == "5001"
         assert seen["piped"]["port"] == "5100"
         assert {s["cwd"] for s in seen.values()} == {str(app)}
@@ -196,8 +192,10 @@ async def test_export_errors(tmp_path: Path) -> None:
     assert rc == 2
     assert "proc 'multi': its command spans several lines" in err
     rc, _, err = await client(app, "export", "launchd", "out", tool=INSTALLED)
-    assert rc == 2 and "invalid choice: 'launchd'" in err
+    assert rc == 2
+    assert "invalid choice: 'launchd'" in err
     (app / "file").write_text("")
     rc, _, err = await client(app, "export", "systemd", "file/sub", tool=INSTALLED)
-    assert rc == 2 and "export: cannot write to file/sub" in err
+    assert rc == 2
+    assert "export: cannot write to file/sub" in err
     assert os.path.isfile(app / "file")

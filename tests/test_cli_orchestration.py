@@ -117,10 +117,12 @@ async def test_check_accepts_and_refuses_the_restart_keys(tmp_path: Path) -> Non
     write(tmp_path, "overseer.toml", RESTART_TOML)
     rc, out, err = await client(tmp_path, "check", tool=INSTALLED)
     assert rc == 0, err
-    assert "restart=always" in out and "retry=forever" in out
+    assert "restart=always" in out
+    assert "retry=forever" in out
     write(tmp_path, "bad.yml", "web:\n  cmd: x\n  reset_after: -1\n  restart: often\n")
     rc, out, err = await client(tmp_path, "check", "-c", "bad.yml", tool=INSTALLED)
-    assert rc == 2 and "Traceback" not in err
+    assert rc == 2
+    assert "Traceback" not in err
     assert "bad.yml: proc 'web': field 'reset_after'" in err
     assert "bad.yml: proc 'web': field 'restart'" in err
 
@@ -139,7 +141,8 @@ async def test_start_prints_the_policies_and_give_up(tmp_path: Path) -> None:
     lines = out.splitlines()
     assert lines.count("tick  | tick") == 3
     assert "tick  | exited 0, gave up after 2 restarts" in lines
-    assert "odd   | exited 3" in lines and "once  | exited 1" in lines
+    assert "odd   | exited 3" in lines
+    assert "once  | exited 1" in lines
     assert sum("running" in line for line in lines) == 5
 
 
@@ -165,8 +168,10 @@ async def test_export_maps_restart_policies(tmp_path: Path) -> None:
     rc, _, err = await client(tmp_path, "export", "systemd", str(units), "-a", "x", tool=INSTALLED)
     assert rc == 0, err
     web = (units / "x-web.service").read_text()
-    assert "Restart=always\n" in web and "StartLimitIntervalSec=0\n" in web
-    assert "SuccessExitStatus=3\n" in web and "StartLimitBurst" not in web
+    assert "Restart=always\n" in web
+    assert "StartLimitIntervalSec=0\n" in web
+    assert "SuccessExitStatus=3\n" in web
+    assert "StartLimitBurst" not in web
     assert "Restart=no\n" in (units / "x-job.service").read_text()
     assert "Restart=no\n" in (units / "x-plain.service").read_text()
     rc, _, err = await client(
@@ -175,10 +180,12 @@ async def test_export_maps_restart_policies(tmp_path: Path) -> None:
     assert rc == 0, err
     conf = (tmp_path / "sv" / "x.conf").read_text()
     web_section = conf.split("[program:web]")[1].split("[program:")[0]
-    assert "autorestart=true\n" in web_section and "exitcodes=0,3\n" in web_section
+    assert "autorestart=true\n" in web_section
+    assert "exitcodes=0,3\n" in web_section
     assert f"startretries={2**31 - 1}\n" in web_section
     job_section = conf.split("[program:job]")[1].split("[program:")[0]
-    assert "autorestart=false\n" in job_section and "exitcodes=2\n" in job_section
+    assert "autorestart=false\n" in job_section
+    assert "exitcodes=2\n" in job_section
 
 
 # --- dependencies and readiness -----------------------------------------------------------
@@ -284,7 +291,8 @@ async def test_check_refuses_a_cycle(tmp_path: Path) -> None:
     cyclic = DEPS_TOML.replace('cmd = "d"', 'cmd = "d"\nrequires = ["web"]')
     write(tmp_path, "overseer.toml", cyclic)
     rc, _, err = await client(tmp_path, "check", tool=INSTALLED)
-    assert rc == 2 and "Traceback" not in err
+    assert rc == 2
+    assert "Traceback" not in err
     assert "overseer.toml: proc 'web': field 'requires': the requirements form a cycle" in err
     assert "'web' -> 'api' -> 'db' -> 'web'" in err
 
@@ -356,7 +364,8 @@ async def test_a_failed_requirement_in_the_cli(tmp_path: Path) -> None:
     assert rc == 1, err
     states = [r for r in map(json.loads, out.splitlines()) if r["kind"] == "state"]
     app = [r for r in states if r["id"] == "app"]
-    assert app[-1]["state"] == "fatal" and app[-1]["PID"] == 0
+    assert app[-1]["state"] == "fatal"
+    assert app[-1]["PID"] == 0
     assert app[-1]["error"].startswith("requirement 'db' could not start: cannot start")
     assert not any(r["kind"] == "log" for r in map(json.loads, out.splitlines()))
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from children import until
 from cli_children import INSTALLED as TOOL
 from cli_children import SLEEP_FOREVER, T, ask, py, request, wait_for_socket, write_yaml
 
@@ -54,16 +55,6 @@ def COUNT(n: int, flag: Path | None = None) -> list[str]:
                         open(flag, "w").close()
         """
     )
-
-
-async def until(condition: object, what: str, timeout: float = T) -> None:
-    """Check `condition()` every few ms until it holds (no event exists for these)."""
-    assert callable(condition)
-    with trio.move_on_after(timeout):
-        while not condition():
-            await trio.sleep(0.005)
-        return
-    raise AssertionError(f"waited {timeout} s in vain until {what}")
 
 
 class Tool:
@@ -224,9 +215,11 @@ async def test_stuck_stdout_holds_the_procs_back_and_nothing_else(tmp_path: Path
             assert [r["state"] for r in rows] == ["running", "running"]
             idle_pid = rows[1]["PID"]
             reply = await request(sock, {"cmd": "restart", "id": "idle"})
-            assert reply["ok"] and reply["proc"]["PID"] not in (0, idle_pid), reply
+            assert reply["ok"], reply
+            assert reply["proc"]["PID"] not in (0, idle_pid), reply
             reply = await request(sock, {"cmd": "stop", "id": "idle"})
-            assert reply["ok"] and reply["proc"]["state"] == "interrupted", reply
+            assert reply["ok"], reply
+            assert reply["proc"]["state"] == "interrupted", reply
         # Reading again, every line arrives, whole and in order.
         await tool.read_to_end()
         assert await tool.proc.wait() == 0, tool.err
@@ -303,6 +296,7 @@ async def test_status_to_dev_full_gives_a_clear_message(tmp_path: Path) -> None:
             err = result.stderr.decode()
             assert result.returncode == 1, err
             assert "cannot write to stdout: No space left on device" in err
-            assert "Traceback" not in err and "Exception ignored" not in err
+            assert "Traceback" not in err
+            assert "Exception ignored" not in err
         await ask(sock, b'{"cmd": "stop", "all": true}\n')
         await tool.read_to_end()

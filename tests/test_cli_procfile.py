@@ -180,7 +180,8 @@ async def test_invalid_procfile_lines_are_skipped(tmp_path: Path) -> None:
     write_text(tmp_path, "Procfile", "+foo: x\n")
     rc, out, err = await start(tmp_path)
     assert (rc, out) == (2, "")
-    assert "Procfile: no procs defined" in err and "warning: Procfile: line 1" in err
+    assert "Procfile: no procs defined" in err
+    assert "warning: Procfile: line 1" in err
 
 
 async def test_port_per_type_and_instance(tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ async def test_check_shows_and_refuses_the_pty_key(tmp_path: Path) -> None:
     assert "  web     python3 -m http.server  [pty]" in out.splitlines(), out
     write_text(tmp_path, "bad.yml", "web:\n  cmd: x\n  pty: sometimes\n")
     rc, out, err = await client(tmp_path, "check", "-c", "bad.yml", tool=INSTALLED)
-    assert rc == 2 and "Traceback" not in err
+    assert rc == 2
+    assert "Traceback" not in err
     assert "bad.yml: proc 'web': field 'pty': expected true or false, got 'sometimes'" in err
 
 

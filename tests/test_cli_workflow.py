@@ -101,10 +101,12 @@ async def test_concurrency_options(tmp_path: Path) -> None:
     assert (rc, out) == (2, "")
     assert "concurrency: no proc 'nope' in Procfile (known: web, worker)" in err
     rc, out, err = await run(tmp_path, "start", "-m", "web=x", tool=INSTALLED)
-    assert rc == 2 and "-m/--concurrency web=x: web: expected a number of instances" in err
+    assert rc == 2
+    assert "-m/--concurrency web=x: web: expected a number of instances" in err
     (tmp_path / "web=2").write_text("")
     rc, out, err = await run(tmp_path, "start", "-c", "web=2", tool=INSTALLED)
-    assert rc == 2 and "-c web=2: ambiguous" in err
+    assert rc == 2
+    assert "-c web=2: ambiguous" in err
 
 
 async def test_run_a_one_off_command(tmp_path: Path) -> None:
@@ -116,9 +118,11 @@ async def test_run_a_one_off_command(tmp_path: Path) -> None:
     rc, out, err = await ctl(tmp_path, "run", "echo $GREETING && exit 3")  # one shell line
     assert (rc, out) == (3, "hello from env\n")
     rc, out, err = await ctl(tmp_path, "run", "--", "no-such-program-here")
-    assert rc == 127 and "cannot run 'no-such-program-here'" in err
+    assert rc == 127
+    assert "cannot run 'no-such-program-here'" in err
     rc, out, err = await ctl(tmp_path, "run")
-    assert rc == 2 and "give a command" in err
+    assert rc == 2
+    assert "give a command" in err
 
 
 async def test_exit_on_first_stops_the_rest_with_its_code(tmp_path: Path) -> None:
@@ -155,9 +159,11 @@ async def test_exit_on_first_stops_the_rest_with_its_code(tmp_path: Path) -> Non
     assert "seed ended (signal: SIGKILL)" in tool.err.text
     assert re.search(r"web +\| stopped \(signal: SIGTERM\)", tool.out.text)
     rc, out, err = await run(tmp_path, "start", "--can-die", "nope", "--no-socket", tool=INSTALLED)
-    assert rc == 2 and "--can-die: no proc 'nope'" in err
+    assert rc == 2
+    assert "--can-die: no proc 'nope'" in err
     rc, out, err = await run(tmp_path, "start", "--exit-on-first", "--keep-running", tool=INSTALLED)
-    assert rc == 2 and "contradict" in err
+    assert rc == 2
+    assert "contradict" in err
 
 
 async def test_keep_running_keeps_control(tmp_path: Path) -> None:
@@ -165,7 +171,8 @@ async def test_keep_running_keeps_control(tmp_path: Path) -> None:
     async with run_tool(tmp_path, "start", "--keep-running", tool=INSTALLED) as tool:
         await tool.out.wait_for(r"job +\| exited 0")
         rc, out, err = await ctl(tmp_path, "status")
-        assert rc == 0 and out.splitlines()[1].split()[:3] == ["job", "-", "finished"]
+        assert rc == 0
+        assert out.splitlines()[1].split()[:3] == ["job", "-", "finished"]
         rc, out, err = await ctl(tmp_path, "restart", "job")
         assert rc == 0, err
         await tool.out.wait_for(lambda line: tool.out.text.count("| job done") == 2)
@@ -198,7 +205,8 @@ async def test_output_options(tmp_path: Path) -> None:
         for line in outputs["format"]
     )
     rc, _, err = await run(tmp_path, "start", "--timestamp-format", "hh", tool=INSTALLED)
-    assert rc == 2 and "expected a strftime format" in err
+    assert rc == 2
+    assert "expected a strftime format" in err
 
 
 async def test_several_ids_groups_and_patterns(tmp_path: Path) -> None:
@@ -223,7 +231,8 @@ async def test_several_ids_groups_and_patterns(tmp_path: Path) -> None:
         assert [line.split(":")[0] for line in out.splitlines()] == ["a", "b", "d.1", "d.2"]
         assert all("running" in line for line in out.splitlines())
         rc, out, err = await ctl(tmp_path, "stop", "c", "nope", "front:*")
-        assert rc == 1 and "no proc 'nope'" in err
+        assert rc == 1
+        assert "no proc 'nope'" in err
         rc, out, err = await ctl(tmp_path, "status")
         assert "running" in [x.split()[2] for x in out.splitlines() if x.startswith("c ")]
         rc, out, err = await ctl(tmp_path, "stop", "c", "-g", "front")
@@ -234,7 +243,8 @@ async def test_several_ids_groups_and_patterns(tmp_path: Path) -> None:
             "c: stopped (signal: SIGTERM)",
         ]
         rc, out, err = await ctl(tmp_path, "stop")
-        assert rc == 2 and "give one or more proc ids" in err
+        assert rc == 2
+        assert "give one or more proc ids" in err
         rc, out, err = await ctl(tmp_path, "stop", "--all")
         assert rc == 0, err
         assert await tool.wait() == 0
@@ -278,11 +288,13 @@ async def test_reload(tmp_path: Path) -> None:
         ]
         await tool.out.wait_for(r"changes +\| after")
         await tool.out.wait_for(r"new +\| new PORT=5200")
-        assert not pid_alive(int(pids["goes"])) and not pid_alive(int(pids["changes"]))
+        assert not pid_alive(int(pids["goes"]))
+        assert not pid_alive(int(pids["changes"]))
         rc, out, err = await ctl(tmp_path, "status", "--json")
         rows = {r["id"]: r for r in map(json.loads, out.splitlines())}
         assert list(rows) == ["same", "changes", "new"]
-        assert str(rows["same"]["PID"]) == pids["same"] and rows["same"]["state"] == "running"
+        assert str(rows["same"]["PID"]) == pids["same"]
+        assert rows["same"]["state"] == "running"
         rc, out, err = await ctl(tmp_path, "stop", "--all")
         assert rc == 0, err
         assert await tool.wait() == 0

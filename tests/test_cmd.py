@@ -102,7 +102,9 @@ async def test_exit_code(code: int) -> None:
     assert status.error is None
     assert status.cmd == PY
     assert cmd.state is State.FINISHED
-    assert cmd.is_final_state() and not cmd.is_running_state() and not cmd.is_initial_state()
+    assert cmd.is_final_state()
+    assert not cmd.is_running_state()
+    assert not cmd.is_initial_state()
     assert_final_status_consistent(status)
     assert before - 0.01 <= status.start_ts <= status.stop_ts <= after + 0.01
     assert cmd.status() == status
@@ -115,7 +117,9 @@ async def test_status_before_start() -> None:
     assert (status.start_ts, status.stop_ts, status.runtime) == (0.0, 0.0, 0.0)
     assert (status.stdout, status.stderr) == ((), ())
     assert cmd.state is State.INITIAL
-    assert cmd.is_initial_state() and not cmd.is_running_state() and not cmd.is_final_state()
+    assert cmd.is_initial_state()
+    assert not cmd.is_running_state()
+    assert not cmd.is_final_state()
 
 
 async def test_status_is_frozen() -> None:
@@ -131,8 +135,10 @@ async def test_nursery_start_reports_running() -> None:
             assert cmd.state is State.RUNNING
             assert cmd.is_running_state()
             status = cmd.status()
-            assert status.pid > 0 and pid_alive(status.pid)
-            assert status.exit == -1 and status.stop_ts == 0.0
+            assert status.pid > 0
+            assert pid_alive(status.pid)
+            assert status.exit == -1
+            assert status.stop_ts == 0.0
             # runtime is live while running
             await trio.sleep(0.05)
             assert cmd.status().runtime > status.runtime
@@ -183,7 +189,8 @@ async def test_fatal_nonexistent_executable_direct_run(tmp_path: Path) -> None:
         status = await cmd.run()
     assert cmd.state is State.FATAL
     assert status.exit == -1
-    assert status.error is not None and "No such file or directory" in status.error
+    assert status.error is not None
+    assert "No such file or directory" in status.error
 
 
 async def test_fatal_not_executable(tmp_path: Path) -> None:
@@ -276,7 +283,8 @@ async def test_wait_by_several_tasks() -> None:
         late = await cmd.wait()  # after the end: at once
     assert len(results) == 3
     assert all(r == ran for r in results)
-    assert late == ran and ran.exit == 42
+    assert late == ran
+    assert ran.exit == 42
 
 
 # --- stop / kill / signal ---------------------------------------------------------
@@ -316,7 +324,8 @@ async def test_stop_before_start_is_noop() -> None:
     assert cmd.state is State.INITIAL
     with trio.fail_after(T):
         status = await cmd.run()
-    assert status.exit == 0 and cmd.state is State.FINISHED
+    assert status.exit == 0
+    assert cmd.state is State.FINISHED
 
 
 async def test_stop_after_end_is_noop() -> None:
@@ -632,7 +641,8 @@ async def test_line_one_byte_over_buffer_size() -> None:
     *chunks, last = out
     assert last == "next"
     assert "".join(chunks) == "y" * 17
-    assert len(chunks) == 2 and all(0 < len(c) <= 16 for c in chunks)
+    assert len(chunks) == 2
+    assert all(0 < len(c) <= 16 for c in chunks)
 
 
 @pytest.mark.parametrize("unit", ["é", "€", "😀", "a€😀é"])
@@ -696,7 +706,8 @@ async def test_streaming_channels_close_after_end_without_reader() -> None:
     cmd = Cmd(PY, PRINT_BOTH(3), streaming=True)
     with trio.fail_after(T):
         status = await cmd.run()
-        assert cmd.stdout is not None and cmd.stderr is not None
+        assert cmd.stdout is not None
+        assert cmd.stderr is not None
         out = [line async for line in cmd.stdout]
         err = [line async for line in cmd.stderr]
     assert status.exit == 0
@@ -728,7 +739,8 @@ def match_chunks(chunks: list[str], lines: list[str], size: int) -> None:
         while joined != line:
             assert pos < len(chunks), (chunks, lines)
             chunk = chunks[pos]
-            assert chunk and 0 < len(chunk.encode()) <= size, (chunk, size)
+            assert chunk, (chunk, size)
+            assert 0 < len(chunk.encode()) <= size, (chunk, size)
             joined += chunk
             assert line.startswith(joined), (joined, line, chunks)
             pos += 1

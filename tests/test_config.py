@@ -111,7 +111,8 @@ def test_find_config_none(tmp_path: Path) -> None:
         find_config(tmp_path)
     message = str(info.value)
     assert str(tmp_path) in message
-    assert "overseer.yml" in message and "Procfile" in message
+    assert "overseer.yml" in message
+    assert "Procfile" in message
 
 
 def test_find_config_on_examples() -> None:
@@ -758,7 +759,8 @@ def test_procfile_lines_are_shell_lines(tmp_path: Path) -> None:
     for spec in specs:
         assert spec.cwd == str(tmp_path)  # honcho and foreman run procs there
         assert spec.env == {}
-        assert spec.retry == 0 and spec.delay == 0.0
+        assert spec.retry == 0
+        assert spec.delay == 0.0
         assert spec.source == str(path)
     assert describe(specs[0]) == "sh -c: gunicorn app --port=$PORT  [cwd=" + str(tmp_path) + "]"
 
@@ -1121,7 +1123,8 @@ def test_examples_parse_and_python_compiles(name: str) -> None:
 def test_example_toml_and_procfile_match_the_idea() -> None:
     toml = {s.id: s for s in load_config(EXAMPLES / "overseer.toml")}
     assert toml["flaky"].retry > 0
-    assert toml["greeter"].delay > 0 and toml["greeter"].env
+    assert toml["greeter"].delay > 0
+    assert toml["greeter"].env
     procfile = load_project(Options(config=str(EXAMPLES / "Procfile"))).specs
     assert all(s.env.get("GREETING") == "hello from .env" for s in procfile)
     assert all(s.cwd == str(EXAMPLES) for s in procfile)

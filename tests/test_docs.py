@@ -115,7 +115,8 @@ RUNNABLE = [block for block in BLOCKS if block.lang in RUN]
 
 
 def test_docs_found() -> None:
-    assert ROOT / "README.md" in DOCS and len(DOCS) > 1
+    assert ROOT / "README.md" in DOCS
+    assert len(DOCS) > 1
     assert RUNNABLE
 
 

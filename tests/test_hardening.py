@@ -521,7 +521,8 @@ class Executor:
         if isinstance(item, ProcessInfo):
             self.on_state(item)
         else:
-            assert isinstance(item, LogBatch) and len(item), item
+            assert isinstance(item, LogBatch), item
+            assert len(item), item
             self.on_lines(item)
 
     def on_state(self, info: ProcessInfo) -> None:
@@ -531,7 +532,8 @@ class Executor:
         if info.state is State.STARTING:
             assert reg.live_run is None, f"a run began before the last ended: {info}"
             if reg.sup_runs:
-                assert reg.last is not None and reg.last.restart_in is not None, (
+                assert reg.last is not None, f"restart without a scheduled restart: {info}"
+                assert reg.last.restart_in is not None, (
                     f"restart without a scheduled restart: {info}"
                 )
                 assert not reg.stop_requested, f"restart after stop(): {info}"
@@ -550,17 +552,23 @@ class Executor:
         reg.last = info
         assert info.retry_times == (0 if reg.stopped else reg.retry_times), info
         if info.state in (State.RUNNING, State.STOPPING):
-            assert info.pid > 0 and info.exit_code == -1, info
+            assert info.pid > 0, info
+            assert info.exit_code == -1, info
         if info.state not in FINAL:
             assert info.restart_in is None, info
             return
         if info.state is State.FINISHED:
-            assert info.exit_code >= 0 and info.error is None and info.pid > 0, info
+            assert info.exit_code >= 0, info
+            assert info.error is None, info
+            assert info.pid > 0, info
         elif info.state is State.INTERRUPTED:
-            assert info.exit_code < 0 and info.pid > 0, info
+            assert info.exit_code < 0, info
+            assert info.pid > 0, info
             assert info.error == f"signal: {_sig(-info.exit_code)}", info
         else:
-            assert info.pid == 0 and info.exit_code == -1 and info.error, info
+            assert info.pid == 0, info
+            assert info.exit_code == -1, info
+            assert info.error, info
         self.end_run(reg, run, info)
 
     def end_run(self, reg: Reg, run: Run, info: ProcessInfo) -> None:
@@ -578,7 +586,8 @@ class Executor:
             if kind.outcome.error is None:
                 assert info.error is None, info
             else:
-                assert info.error is not None and kind.outcome.error in info.error, info
+                assert info.error is not None, info
+                assert kind.outcome.error in info.error, info
         if reg.pty:
             assert not run.err, f"{reg.kind_name} on a pty printed on stderr: {run.err!r}"
         # On a pty, stderr is merged into stdout: exact only where it has nothing.
@@ -606,7 +615,8 @@ class Executor:
         reg = self.regs.get(batch.id)
         assert reg is not None, f"lines of an unregistered proc: {batch}"
         run = reg.live_run
-        assert run is not None and run.state in (State.RUNNING, State.STOPPING), (
+        assert run is not None, f"lines of {batch.id!r} outside running/stopping: {batch.lines}"
+        assert run.state in (State.RUNNING, State.STOPPING), (
             f"lines of {batch.id!r} outside running/stopping: {batch.lines}"
         )
         (run.out if batch.type == STDOUT else run.err).extend(batch.lines)
@@ -685,7 +695,8 @@ class Executor:
         with self.expect(error, f"start({id!r})"), trio.fail_after(T):
             info = await self.ovr.start(id)
         if info is not None:
-            assert info.id == id and info.state not in (State.INITIAL, State.STARTING), info
+            assert info.id == id, info
+            assert info.state not in (State.INITIAL, State.STARTING), info
         self.sync()
 
     async def supervise(self, id: str) -> None:
@@ -1016,7 +1027,8 @@ async def test_remove_after_stop_during_backoff() -> None:
         assert info.restart_in is not None  # a restart is pending, in 2.5 s or more
         ovr.stop("p")  # cancels it
         info = await ovr.wait_for_state("p", *FINAL)
-        assert info.state is State.FINISHED and info.restart_in is None
+        assert info.state is State.FINISHED
+        assert info.restart_in is None
         assert not ovr.is_running()
         ovr.remove("p")  # "stop it and wait for it to end before remove()": done both
 

@@ -43,9 +43,7 @@ def _feed_in_pieces(data: bytes, cuts: list[int], limit: int) -> list[str]:
     return out + splitter.flush()
 
 
-line_text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=40
-)
+line_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\n"), max_size=40)
 
 
 @given(

@@ -41,11 +41,14 @@ def mark_of(child: subprocess.Popen[bytes]) -> str:
 
 def test_stat_of_self_and_of_a_child(sleeper: subprocess.Popen[bytes]) -> None:
     me = _procfs.stat("self")
-    assert me is not None and me.state == "R" and me.ppid == os.getppid()
+    assert me is not None
+    assert me.state == "R"
+    assert me.ppid == os.getppid()
     info = _procfs.stat(sleeper.pid)
     assert info is not None
     assert (info.ppid, info.pgrp) == (os.getpid(), sleeper.pid)
-    assert info.state in "SR" and info.cpu_ticks >= 0
+    assert info.state in "SR"
+    assert info.cpu_ticks >= 0
     assert _procfs.alive(sleeper.pid)
     assert _procfs.stat(2**22 + 1) is None  # above any pid_max: never a process
 
@@ -84,7 +87,8 @@ def test_tagged_by_value_and_prefix(sleeper: subprocess.Popen[bytes]) -> None:
 def test_text_readers(sleeper: subprocess.Popen[bytes]) -> None:
     assert _procfs.cmdline(sleeper.pid).startswith(f"{PY} -I -S -u -c")
     text = _procfs.describe(sleeper.pid, limit=40)
-    assert text.startswith(f"pid {sleeper.pid} (") and text.endswith("...)")
+    assert text.startswith(f"pid {sleeper.pid} (")
+    assert text.endswith("...)")
     assert len(text) <= len(f"pid {sleeper.pid} ()") + 40
     assert int(_procfs.status_value("self", "VmRSS") or 0) > 0
     assert _procfs.status_value(sleeper.pid, "Uid") == str(os.getuid())
@@ -105,7 +109,8 @@ def test_exec_pending_only_in_the_middle_of_an_exec(sleeper: subprocess.Popen[by
     assert not _procfs.exec_pending(sleeper.pid)
     empty = subprocess.Popen([PY, *SLEEP_FOREVER], env={}, stdout=subprocess.PIPE)
     try:
-        assert empty.stdout is not None and empty.stdout.readline() == b"ready\n"
+        assert empty.stdout is not None
+        assert empty.stdout.readline() == b"ready\n"
         assert _procfs.read(empty.pid, "environ") == b""  # no environment at all...
         assert not _procfs.exec_pending(empty.pid)  # ... for good: not an exec in progress
         in_exec: list[int] = []
@@ -114,6 +119,7 @@ def test_exec_pending_only_in_the_middle_of_an_exec(sleeper: subprocess.Popen[by
     finally:
         empty.kill()
         empty.wait()
+        assert empty.stdout is not None
         empty.stdout.close()
     os.kill(sleeper.pid, signal.SIGKILL)
     os.waitid(os.P_PID, sleeper.pid, os.WEXITED | os.WNOWAIT)

@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,7 +35,6 @@ from trio_overseer import (
     LogMsg,
     NotReadyError,
     State,
-    _pty,
     _spawn,
     open_overseer,
 )
@@ -45,13 +43,13 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs /proc and
 
 
 @pytest.fixture(params=["posix_spawn", "popen"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with each way of spawning."""
     if request.param == "popen":
         monkeypatch.setattr(_spawn, "_POSIX_SPAWN", None)
     elif _spawn._POSIX_SPAWN is None:
         pytest.skip("posix_spawn through ctypes is not available here")
-    yield request.param
+    return str(request.param)
 
 
 def fd_count() -> int:
@@ -205,7 +203,8 @@ async def test_no_line_is_lost_at_the_end(way: str) -> None:
 async def test_streaming_channels(way: str) -> None:
     code = python("import sys\nprint('one')\nprint('two', file=sys.stderr)\n")
     cmd = Cmd(PY, code, pty=True, streaming=True, buffered=False)
-    assert cmd.stdout is not None and cmd.stderr is not None
+    assert cmd.stdout is not None
+    assert cmd.stderr is not None
     with trio.fail_after(T):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cmd.run)
@@ -401,15 +400,17 @@ async def test_no_pty_to_be_had_is_fatal_and_says_why(
         raise OSError(code, os.strerror(code))
 
     fds = fd_count()
-    monkeypatch.setattr(_pty.os, "openpty", refuse)
+    monkeypatch.setattr("trio_overseer._pty.os.openpty", refuse)
     async with open_overseer(handle_signals=False) as ovr:
         ovr.add("web", PY, SLEEP_FOREVER, pty=True)
         with trio.fail_after(T):
             info = await ovr.start("web")
-    assert info.state is State.FATAL and info.pid == 0, info
+    assert info.state is State.FATAL, info
+    assert info.pid == 0, info
     assert info.error is not None
     assert "no pseudo-terminal could be opened for pty=True" in info.error, info.error
-    assert os.strerror(code) in info.error and hint in info.error, info.error
+    assert os.strerror(code) in info.error, info.error
+    assert hint in info.error, info.error
     assert fd_count() == fds
 
 
@@ -430,11 +431,11 @@ async def test_bad_pty_option_names_the_proc_and_the_option(value: object, error
         with pytest.raises(error, match=r"proc 'web': pty"):
             ovr.add("web", PY, SLEEP_FOREVER, pty=value)  # type: ignore[arg-type]
     with pytest.raises(error, match=r"^pty"):
-        Cmd(PY, pty=value)  # type: ignore[arg-type]
+        Cmd(PY, pty=value)
 
 
 async def test_the_option_is_kept_by_clone() -> None:
-    cmd = Cmd(PY, pty=[100, 30])  # type: ignore[arg-type]
+    cmd = Cmd(PY, pty=[100, 30])
     assert cmd.pty == (100, 30)
     assert cmd.clone().pty == (100, 30)
     assert Cmd(PY).pty is False

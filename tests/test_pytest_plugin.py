@@ -24,6 +24,7 @@ def _inner_runs_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("BUILD_NUMBER", raising=False)
 
+
 INI = """
 [pytest]
 trio_mode = true
@@ -158,7 +159,8 @@ def test_daemon_fails_the_test_whatever_the_timing(pytester: pytest.Pytester, ti
     )
     result.assert_outcomes(failed=1)
     daemons = printed_daemons(result)
-    assert daemons and sorted(reported_daemons(result)) == sorted(set(daemons)), result.stdout.str()
+    assert daemons, result.stdout.str()
+    assert sorted(reported_daemons(result)) == sorted(set(daemons)), result.stdout.str()
     assert wait_gone_sync(daemons, 5.0) == []
 
 
@@ -418,7 +420,8 @@ def test_session_procs(pytester: pytest.Pytester) -> None:
     pids = {line for line in pidfile.read_text().splitlines()}
     assert len(pids) == 1  # started once for every test
     db, cache = map(int, pids.pop().split())
-    assert not pid_alive(db) and not pid_alive(cache)
+    assert not pid_alive(db)
+    assert not pid_alive(cache)
 
 
 # --- the helpers, in process ---------------------------------------------------------
@@ -514,7 +517,8 @@ def test_xdist_workers_keep_to_their_own(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=16, errors=4)
     # Each leak check reported its own daemon, and nothing else.
     daemons = printed_daemons(result)
-    assert len(set(daemons)) == 4 and sorted(reported_daemons(result)) == sorted(set(daemons))
+    assert len(set(daemons)) == 4
+    assert sorted(reported_daemons(result)) == sorted(set(daemons))
     assert wait_gone_sync(daemons, 5.0) == []
     notes = [path.name.split("-") for path in shared.iterdir()]
     sessions = [n for n in notes if n[0] == "session"]
@@ -523,6 +527,7 @@ def test_xdist_workers_keep_to_their_own(pytester: pytest.Pytester) -> None:
     assert not any(pid_alive(int(n[2])) for n in sessions)
     # no port handed out twice, each from its worker's slice
     ports = [(n[1], int(n[-1])) for n in notes if n[0] in ("session", "port")]
-    assert len(ports) == 16 and len({port for _, port in ports}) == 16
+    assert len(ports) == 16
+    assert len({port for _, port in ports}) == 16
     for worker, port in ports:
         assert port in port_range(worker=worker, workers="4"), (worker, port)

@@ -268,12 +268,14 @@ async def test_never_ready_times_out_with_the_tail() -> None:
         assert info.state is State.INTERRUPTED
         assert not ovr.is_running()
     error = caught.value
-    assert isinstance(error, TimeoutError) and isinstance(error, OverseerError)
+    assert isinstance(error, TimeoutError)
+    assert isinstance(error, OverseerError)
     message = str(error)
     assert message.startswith("proc 'web' was not ready within 0.5 s: ")
     assert "a line matching 'never'" in message
     assert "its last 20 lines of output:" in message
-    assert "  out| line 11\n" in message and "out| line 10\n" not in message
+    assert "  out| line 11\n" in message
+    assert "out| line 10\n" not in message
     assert message.endswith("  out| line 29\n  out| ready")
     assert "block buffer" not in message  # it printed: no hint
 
@@ -319,7 +321,8 @@ async def test_wait_for_log_on_a_silent_proc_gets_the_hint() -> None:
         "proc 'buf' printed no line matching '^ready$' within 0.5 s (it is running); "
         "it printed nothing: if it did print, its output may still sit in a block buffer"
     )
-    assert "'python -u' or PYTHONUNBUFFERED=1" in message and "stdbuf -oL" in message
+    assert "'python -u' or PYTHONUNBUFFERED=1" in message
+    assert "stdbuf -oL" in message
 
 
 async def test_no_hint_when_no_line_was_awaited(tmp_path: Path) -> None:
@@ -525,7 +528,7 @@ async def test_sync_ready_check_says_it_must_be_async() -> None:
         return True
 
     async with overseer() as ovr:
-        ovr.add("p", PY, SLEEP_FOREVER, ready_check=check, ready_timeout=0.3)  # type: ignore[arg-type]
+        ovr.add("p", PY, SLEEP_FOREVER, ready_check=check, ready_timeout=0.3)
         with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
             await ovr.start("p")
     assert (
@@ -556,7 +559,8 @@ async def start_frozen(ovr: Overseer, id: str) -> Any:
     async def freeze() -> None:
         info = await ovr.wait_for_state(id, State.RUNNING, timeout=T)
         with contextlib.suppress(ChildProcessError):  # reaped already: too late to freeze
-            os.waitid(os.P_PID, info.pid, os.WEXITED | os.WNOWAIT)
+            # Blocking on purpose: the whole loop freezes, as under load.
+            os.waitid(os.P_PID, info.pid, os.WEXITED | os.WNOWAIT)  # noqa: ASYNC222
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(freeze)

@@ -34,4 +34,6 @@ def test_log_msgs_are_made_as_the_iteration_reaches_them() -> None:
     with pytest.raises(StopIteration):
         next(it)
     empty = LogBatch("a", STDOUT, 1.0, ())
-    assert len(empty) == 0 and list(empty) == [] and log_msgs(empty) == []
+    assert len(empty) == 0
+    assert list(empty) == []
+    assert log_msgs(empty) == []

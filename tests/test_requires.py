@@ -88,7 +88,8 @@ async def test_a_client_of_its_requirements_port_never_fails(attempt: int) -> No
     assert (info.state, info.exit_code) == (State.FINISHED, 0), info
     assert first(events, "client", State.STARTING) > first(events, "server", State.RUNNING)
     waiting = [e for e in events if e.id == "client" and e.waiting_for]
-    assert waiting and waiting[0].waiting_for == ("server",)
+    assert waiting
+    assert waiting[0].waiting_for == ("server",)
     assert waiting[0].state is State.INITIAL
 
 
@@ -142,7 +143,8 @@ async def test_supervise_without_a_block_supervises_the_requirements_meanwhile()
     with trio.fail_after(T):
         assert await ovr.supervise("job") == 0
     db = ovr.status("db")
-    assert db.state is State.INTERRUPTED and db.pid > 0  # it ran, and was stopped at the end
+    assert db.state is State.INTERRUPTED
+    assert db.pid > 0
     assert not ovr.is_running()
 
 
@@ -180,7 +182,8 @@ async def test_dependents_stop_before_their_requirements() -> None:
         events = await drain(states)
     stopping = [e.id for e in events if e.state is State.STOPPING]
     ended = {e.id: i for i, e in enumerate(events) if e.state in FINAL}
-    assert stopping[0] == "web" and stopping[-1] == "db"
+    assert stopping[0] == "web"
+    assert stopping[-1] == "db"
     assert set(stopping[1:3]) == {"api1", "api2"}
     assert first(events, "api1", State.STOPPING) > ended["web"]
     assert first(events, "api2", State.STOPPING) > ended["web"]
@@ -222,10 +225,13 @@ async def test_a_cycle_is_refused_and_nothing_starts() -> None:
                     await ovr.supervise("b")
             events = await drain(states)
     message = str(caught.value)
-    assert "cycle" in message and all(f"'{id}'" in message for id in "abc")
+    assert "cycle" in message
+    assert all(f"'{id}'" in message for id in "abc")
     assert "nothing was started" in message
-    assert isinstance(caught.value, ValueError) and isinstance(caught.value, OverseerError)
-    assert events == [] and not ovr.is_running()
+    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, OverseerError)
+    assert events == []
+    assert not ovr.is_running()
 
 
 async def test_an_unknown_requirement_is_refused_by_name() -> None:
@@ -298,8 +304,10 @@ async def test_a_failed_requirement_keeps_its_dependents_from_running(
     for id, reason in (("api", why), ("web", "requirement 'api' could not start: " + why)):
         info = ovr.status(id)
         assert (info.state, info.pid, info.exit_code) == (State.FATAL, 0, -1)
-        assert info.error is not None and info.error.startswith(reason), info.error
-        assert not info.gave_up and info.restart_in is None
+        assert info.error is not None, info.error
+        assert info.error.startswith(reason), info.error
+        assert not info.gave_up
+        assert info.restart_in is None
         assert [e.state for e in events if e.id == id and not e.waiting_for] == [
             State.STARTING,
             State.FATAL,

@@ -54,7 +54,8 @@ async def test_on_failure_with_success_codes(args: list[str], runs: int) -> None
 async def test_no_limit(tmp_path: Path) -> None:
     finals = await supervised("p", PY, FAIL_UNTIL(tmp_path / "n", 6), retry_times=math.inf)
     assert [i.exit_code for i in finals] == [1] * 5 + [0]
-    assert finals[-2].restarts == 4 and finals[-1].restarts == 5
+    assert finals[-2].restarts == 4
+    assert finals[-1].restarts == 5
     assert all(i.retry_times == math.inf for i in finals)
     assert finals[0].to_dict()["retryTimes"] == -1  # JSON has no infinity
     json.dumps(finals[0].to_dict(), allow_nan=False)

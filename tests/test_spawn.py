@@ -6,7 +6,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,13 @@ PRINT_FDS = python(
 
 
 @pytest.fixture(params=["posix_spawn", "popen"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test with each way of spawning."""
     if request.param == "popen":
         monkeypatch.setattr(_spawn, "_POSIX_SPAWN", None)
     elif _spawn._POSIX_SPAWN is None:
         pytest.skip("posix_spawn through ctypes is not available here")
-    yield request.param
+    return str(request.param)
 
 
 async def run(cmd: Cmd) -> Any:
@@ -51,7 +50,8 @@ async def test_no_descriptor_is_inherited(way: str) -> None:
     finally:
         os.close(leaky)
     fds = [int(fd) for fd in status.stdout[0].split()]
-    assert fds[:3] == [0, 1, 2] and leaky not in fds, (leaky, fds)
+    assert fds[:3] == [0, 1, 2], (leaky, fds)
+    assert leaky not in fds, (leaky, fds)
     assert len(fds) <= 4, fds  # 0, 1, 2 and the listing's own
 
 
@@ -162,10 +162,12 @@ async def test_ended_while_the_spawn_waits_in_a_thread(
                 go_on.set()
             other.stop()
     status = cmd.status()
-    assert cmd.state is State.INTERRUPTED and status.pid > 0, status
+    assert cmd.state is State.INTERRUPTED, status
+    assert status.pid > 0, status
     if end != "cancel":
         sig = signal.SIGKILL if end == "kill" else signal.SIGTERM
-        assert status.exit == -sig and status.error == f"signal: {sig.name}", status
+        assert status.exit == -sig, status
+        assert status.error == f"signal: {sig.name}", status
 
 
 async def test_many_at_once_overlap_and_all_end(way: str) -> None:

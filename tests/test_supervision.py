@@ -343,11 +343,14 @@ async def test_supervision_restarts_failures_until_success(
     runs = FakeRuns(sup, [1, 1, 0], retry_times=5, delay_start=2.0)
     start = trio.current_time()
     assert await sup.run(runs) == 0  # type: ignore[arg-type]
-    assert len(runs.runs) == 3 and sup.restarts == 2
+    assert len(runs.runs) == 3
+    assert sup.restarts == 2
     assert runs.swept == runs.runs[:2]  # each failed run is swept before its restart
     # delay_start, run, delay_start + 0.75 (d = 1), run, delay_start + 1.5 (d = 2), run
     assert trio.current_time() - start == pytest.approx(2 + 1 + 2.75 + 1 + 3.5 + 1)
-    assert sup.phase is Phase.DONE and sup.done.is_set() and ended == [sup]
+    assert sup.phase is Phase.DONE
+    assert sup.done.is_set()
+    assert ended == [sup]
     assert sup.restart_in is None
 
 
@@ -404,7 +407,9 @@ async def test_a_stable_run_resets_the_count_and_the_backoff(
     runs = FakeRuns(sup, [1] * 6, retry_times=2, durations=durations)
     start = trio.current_time()
     assert await sup.run(runs) == 1  # type: ignore[arg-type]
-    assert len(runs.runs) == 5 and sup.gave_up and sup.restarts == 2
+    assert len(runs.runs) == 5
+    assert sup.gave_up
+    assert sup.restarts == 2
     # Backoff (jitter 0.5: 0.75 d): d = 1, 2, then 1 again after the stable run, 2.
     waits = 0.75 + 1.5 + 0.75 + 1.5
     assert trio.current_time() - start == pytest.approx(sum(durations[:5]) + waits)
@@ -415,13 +420,17 @@ async def test_stop_while_waiting_ends_at_once(autojump_clock: trio.testing.Mock
     sup = supervision(ended, base=100.0)
     runs = FakeRuns(sup, [1, 1], retry_times=1)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run, runs)
+        nursery.start_soon(sup.run, runs)  # type: ignore[arg-type]
         await trio.sleep(1.5)  # the first run ended, the restart waits 50..100 s
-        assert sup.phase is Phase.WAITING and sup.restart_in == 75.0
+        assert sup.phase is Phase.WAITING
+        assert sup.restart_in == 75.0
         sup.stop()
-        assert sup.phase is Phase.DONE and sup.done.is_set() and ended == [sup]
+        assert sup.phase is Phase.DONE
+        assert sup.done.is_set()
+        assert ended == [sup]
         assert sup.restart_in is None
-    assert len(runs.runs) == 1 and trio.current_time() < 2
+    assert len(runs.runs) == 1
+    assert trio.current_time() < 2
 
 
 async def test_stop_before_the_task_begins(autojump_clock: trio.testing.MockClock) -> None:
@@ -432,7 +441,8 @@ async def test_stop_before_the_task_begins(autojump_clock: trio.testing.MockCloc
     sup.stop()
     assert sup.phase is Phase.CLAIMED  # its task ends it
     assert await sup.run(runs) == -1  # type: ignore[arg-type]
-    assert not runs.cmd.ran and ended == [sup]
+    assert not runs.cmd.ran
+    assert ended == [sup]
 
 
 async def test_end_is_once(autojump_clock: trio.testing.MockClock) -> None:
@@ -453,7 +463,8 @@ async def test_blocked_until_the_requirements_are_ready(
     assert await sup.run(runs) == 0  # type: ignore[arg-type]
     # gate (1 s), run (1 s), backoff 0.75 s, gate again before the restart (1 s), run
     assert trio.current_time() - start == pytest.approx(1 + 1 + 0.75 + 1 + 1)
-    assert sup.restarts == 1 and not runs.verdicts
+    assert sup.restarts == 1
+    assert not runs.verdicts
 
 
 async def test_a_failed_requirement_refuses_the_run(autojump_clock: trio.testing.MockClock) -> None:
@@ -461,8 +472,11 @@ async def test_a_failed_requirement_refuses_the_run(autojump_clock: trio.testing
     runs = FakeRuns(sup, [1, 1], retry_times=5, requires=("db",), verdicts=[None, "db gave up"])
     assert await sup.run(runs) == -1  # type: ignore[arg-type]
     first, second = runs.runs
-    assert first.refused is None and second.refused == "db gave up"
-    assert sup.phase is Phase.DONE and sup.restart_in is None and not sup.gave_up
+    assert first.refused is None
+    assert second.refused == "db gave up"
+    assert sup.phase is Phase.DONE
+    assert sup.restart_in is None
+    assert not sup.gave_up
     assert sup.restarts == 0  # a refused run is no restart
 
 
@@ -470,12 +484,13 @@ async def test_stop_while_blocked_ends_at_once(autojump_clock: trio.testing.Mock
     sup = supervision([])
     runs = FakeRuns(sup, [0], retry_times=0, requires=("db",), verdicts=[None])
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run, runs)
+        nursery.start_soon(sup.run, runs)  # type: ignore[arg-type]
         await trio.sleep(0.5)
         assert sup.phase is Phase.BLOCKED
         sup.stop()
         assert sup.phase is Phase.DONE
-    assert not runs.cmd.ran and trio.current_time() < 1
+    assert not runs.cmd.ran
+    assert trio.current_time() < 1
 
 
 async def test_a_requeued_run_runs_again_without_a_restart(
@@ -484,10 +499,11 @@ async def test_a_requeued_run_runs_again_without_a_restart(
     sup = supervision([])
     runs = FakeRuns(sup, [-15, 0], retry_times=0, requires=("db",), verdicts=[None, None])
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run, runs)
+        nursery.start_soon(sup.run, runs)  # type: ignore[arg-type]
         await trio.sleep(1.5)  # the first run is running
         assert sup.requeue()
-    assert len(runs.runs) == 2 and sup.restarts == 0  # retry_times 0: requeue is no restart
+    assert len(runs.runs) == 2
+    assert sup.restarts == 0
     sup.stop()
     assert not sup.requeue()  # not while no run is in progress
 

@@ -41,7 +41,8 @@ def test_tail_keeps_exactly_the_last_lines(counts: list[int], maxlen: int, ask: 
     assert flat(kept) == list(model)[max(0, len(model) - ask) :]
     assert all(len(b) for b in kept)
     tail.clear()
-    assert len(tail) == 0 and tail.batches() == []
+    assert len(tail) == 0
+    assert tail.batches() == []
 
 
 @given(sizes, st.integers(min_value=0, max_value=50))

@@ -17,7 +17,8 @@ def ephemeral() -> range:
 
 def test_range_is_outside_the_ephemeral_one() -> None:
     ports = port_range(worker="", workers="")
-    assert len(ports) >= 1000 and ports.start >= testing.LOW
+    assert len(ports) >= 1000
+    assert ports.start >= testing.LOW
     assert not set(ports) & set(ephemeral())
 
 
@@ -27,7 +28,8 @@ def test_xdist_workers_get_disjoint_slices() -> None:
     seen: set[int] = set()
     for ports in slices:
         assert len(ports) == len(whole) // 4
-        assert set(ports) <= set(whole) and not set(ports) & seen
+        assert set(ports) <= set(whole)
+        assert not set(ports) & seen
         seen |= set(ports)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from children import PY, python
+from children import PY, python, until
 from cli_children import INSTALLED, T, run_tool, write_yaml
 
 pytestmark = pytest.mark.skipif(
@@ -78,9 +78,7 @@ async def test_cli_killed_takes_a_proc_without_tag_along(
         line = await tool.out.wait_for(r"bare +\| running \(pid \d+\)")
         pid = int(re.findall(r"pid (\d+)", line)[0])
         victims.append(pid)
-        with trio.fail_after(T):  # env execs sleep: same pid
-            while cmdline(pid)[-2:] != sleep:
-                await trio.sleep(0.01)
+        await until(lambda: cmdline(pid)[-2:] == sleep, "env execs sleep (same pid)")
         tool.send_signal(signal.SIGKILL)
         assert await tool.wait() == -signal.SIGKILL
         await wait_gone(pid, sleep)
@@ -125,9 +123,7 @@ async def test_killed_overseer_takes_an_in_group_child_without_tag_along(
                 received += await proc.stdout.receive_some()
         pid = int(received.split()[1])
         victims.append(pid)
-        with trio.fail_after(T):
-            while cmdline(pid)[-2:] != sleep:
-                await trio.sleep(0.01)
+        await until(lambda: cmdline(pid)[-2:] == sleep, "the child execs sleep")
         proc.kill()
         with trio.fail_after(T):
             await proc.wait()

@@ -1038,7 +1038,10 @@ class Overseer:
     # -- waiting -------------------------------------------------------------
 
     async def wait_for_state(
-        self, id: str, *states: State, timeout: float | None = None
+        self,
+        id: str,
+        *states: State,
+        timeout: float | None = None,  # noqa: ASYNC109 - a parameter of the API (API.md)
     ) -> ProcessInfo:
         """Wait until the proc is in one of `states` (at once if it already is).
 
@@ -1068,7 +1071,10 @@ class Overseer:
         return result
 
     async def wait_for_log(
-        self, id: str, pattern: str | re.Pattern[str], timeout: float | None = None
+        self,
+        id: str,
+        pattern: str | re.Pattern[str],
+        timeout: float | None = None,  # noqa: ASYNC109 - a parameter of the API (API.md)
     ) -> LogMsg:
         """Wait for a line of the proc's current run matching `pattern` (`re.search`).
 
@@ -1104,10 +1110,10 @@ class Overseer:
         return result
 
     @staticmethod
-    async def _wait(waiters: list[_Waiter], waiter: _Waiter, timeout: float | None) -> Any:
+    async def _wait(waiters: list[_Waiter], waiter: _Waiter, limit: float | None) -> Any:
         waiters.append(waiter)
         try:
-            with trio.move_on_after(math.inf if timeout is None else timeout):
+            with trio.move_on_after(math.inf if limit is None else limit):
                 await waiter.event.wait()
         finally:
             waiters.remove(waiter)

@@ -72,17 +72,17 @@ class Scanner:
         return found
 
     @staticmethod
-    def max_sweep_time(timeout: float) -> float:
-        """The longest a `sweep` with this `timeout` takes (processes that
+    def max_sweep_time(grace: float) -> float:
+        """The longest a `sweep` with this `grace` takes (processes that
         survive SIGKILL, in every round): each of its rounds may wait for
-        processes in the middle of an exec, the first one `timeout` for the
+        processes in the middle of an exec, the first one `grace` for the
         signal, and each one `KILL_WAIT` for SIGKILL."""
-        return timeout + _ROUNDS * (_EXEC_WAIT + KILL_WAIT)
+        return grace + _ROUNDS * (_EXEC_WAIT + KILL_WAIT)
 
-    async def sweep(self, prefix: bytes, sig: int, timeout: float) -> list[int]:
-        """End every process tagged with `prefix`: `sig`, then SIGKILL after `timeout`.
+    async def sweep(self, prefix: bytes, sig: int, grace: float) -> list[int]:
+        """End every process tagged with `prefix`: `sig`, then SIGKILL after `grace` s.
 
-        Returns the pids found.  Bounded by `max_sweep_time` (timeout).
+        Returns the pids found.  Bounded by `max_sweep_time` (grace).
         """
         ended: list[int] = []
         for attempt in range(_ROUNDS):
@@ -97,7 +97,7 @@ class Scanner:
                 len(pids),
                 ", ".join(map(str, pids)),
             )
-            await _end(pids, prefix, sig if attempt == 0 else _signal.SIGKILL, timeout)
+            await _end(pids, prefix, sig if attempt == 0 else _signal.SIGKILL, grace)
         return ended
 
 
@@ -124,7 +124,7 @@ async def _after_exec(pids: list[int], prefix: bytes) -> list[int]:
     return [pid for pid in pids if _procfs.carries(pid, TAG_VAR, prefix)]
 
 
-async def _end(pids: list[int], prefix: bytes, sig: int, timeout: float) -> None:
+async def _end(pids: list[int], prefix: bytes, sig: int, grace: float) -> None:
     fds = []
     for pid in pids:
         try:
@@ -138,7 +138,7 @@ async def _end(pids: list[int], prefix: bytes, sig: int, timeout: float) -> None
     try:
         _signal_all(fds, sig)
         if sig != _signal.SIGKILL:
-            with trio.move_on_after(timeout):
+            with trio.move_on_after(grace):
                 await _wait_all(fds)
         _signal_all(fds, _signal.SIGKILL)
         with trio.move_on_after(KILL_WAIT):
