@@ -25,10 +25,13 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
+import pytest
 import trio
 
-from trio_overseer import State, _procfs
+from trio_overseer import Overseer, State, _procfs, open_overseer
 
 PY = sys.executable
 #: The guard of anything awaited on real processes: generous, never a sync point.
@@ -47,6 +50,23 @@ ALLOWED: dict[State, set[State]] = {
 #: every print reaches the pipe at once.
 PY_FLAGS = ("-I", "-S", "-u")
 TAG_VAR = "TRIO_OVERSEER_TEST_TAG"
+
+
+def overseer(**kwargs: Any) -> AbstractAsyncContextManager[Overseer]:
+    """`open_overseer` with test defaults: no signal handling, short timeouts."""
+    kwargs.setdefault("handle_signals", False)
+    kwargs.setdefault("stop_timeout", 1.0)
+    kwargs.setdefault("backoff_base", 0.01)
+    return open_overseer(**kwargs)
+
+
+def add_refuses(options: dict[str, Any], error: type[Exception], message: str) -> None:
+    """`Overseer.add` refuses `options` with `error`, its message naming the proc
+    (``proc 'p': <message>``), and registers nothing."""
+    ovr = Overseer(handle_signals=False)
+    with pytest.raises(error, match=f"^proc 'p': {message}"):
+        ovr.add("p", PY, EXIT_0, **options)
+    assert not ovr.has_proc("p")
 
 
 def python(code: str) -> list[str]:

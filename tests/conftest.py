@@ -26,6 +26,8 @@ from children import (
 )
 from hypothesis import HealthCheck, settings
 
+from trio_overseer import _spawn
+
 # Hypothesis profiles, registered before pytest reads --hypothesis-profile:
 # "ci" (the default of the real-process property tests: bounded) and "long"
 # for deeper runs (pytest --hypothesis-profile=long).
@@ -69,3 +71,13 @@ def no_survivors(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def tag(no_survivors: str) -> str:
     """The tag of this test's processes."""
     return no_survivors
+
+
+@pytest.fixture(params=["posix_spawn", "popen"])
+def spawn_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with each way of spawning: posix_spawn (where libc has it) and Popen."""
+    if request.param == "popen":
+        monkeypatch.setattr(_spawn, "_POSIX_SPAWN", None)
+    elif _spawn._POSIX_SPAWN is None:
+        pytest.skip("posix_spawn through ctypes is not available here")
+    return str(request.param)

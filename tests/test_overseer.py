@@ -36,6 +36,7 @@ from children import (
     SLEEP_FOREVER,
     T,
     exit_with,
+    overseer,
     pid_alive,
     python,
     wait_pid_gone,
@@ -61,14 +62,6 @@ from trio_overseer import (
     open_overseer,
 )
 from trio_overseer._options import ProcOptions
-
-
-def overseer(**kwargs: Any) -> Any:
-    """open_overseer with test defaults: no signal handling, short timeouts."""
-    kwargs.setdefault("handle_signals", False)
-    kwargs.setdefault("stop_timeout", 1.0)
-    kwargs.setdefault("backoff_base", 0.01)
-    return open_overseer(**kwargs)
 
 
 class Recorder:

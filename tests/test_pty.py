@@ -35,21 +35,10 @@ from trio_overseer import (
     LogMsg,
     NotReadyError,
     State,
-    _spawn,
     open_overseer,
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs /proc and Linux ptys")
-
-
-@pytest.fixture(params=["posix_spawn", "popen"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test with each way of spawning."""
-    if request.param == "popen":
-        monkeypatch.setattr(_spawn, "_POSIX_SPAWN", None)
-    elif _spawn._POSIX_SPAWN is None:
-        pytest.skip("posix_spawn through ctypes is not available here")
-    return str(request.param)
 
 
 def fd_count() -> int:
@@ -116,7 +105,7 @@ async def test_lines_of_a_buffering_program_arrive_as_printed() -> None:
     assert piped[1].ts - float(piped[1].text.split()[2]) > 0.5
 
 
-async def test_the_child_sees_a_terminal_of_the_given_size(way: str) -> None:
+async def test_the_child_sees_a_terminal_of_the_given_size(spawn_way: str) -> None:
     status = await run(Cmd(PY, REPORT_TERMINAL, pty=True))
     assert status.stdout == (
         "isatty False True True",
@@ -131,7 +120,7 @@ async def test_the_child_sees_a_terminal_of_the_given_size(way: str) -> None:
     assert status.stdout[1] == "size 132 43"
 
 
-async def test_lines_come_out_exactly_as_printed(way: str) -> None:
+async def test_lines_come_out_exactly_as_printed(spawn_way: str) -> None:
     # ONLCR is off: "\n" is not turned into "\r\n"; a lone "\r" (a progress
     # bar) stays in its line; "\r\n" written by the program ends a line;
     # colours pass through; the last line needs no newline.
@@ -163,7 +152,7 @@ async def test_colours_of_a_program_that_checks_for_a_terminal() -> None:
     assert (await run(Cmd(PY, ["-S", "-c", code]))).stdout == ("plain",)
 
 
-async def test_stderr_is_merged_into_stdout_in_order(way: str) -> None:
+async def test_stderr_is_merged_into_stdout_in_order(spawn_way: str) -> None:
     code = python(
         """
         import sys
@@ -183,7 +172,7 @@ async def test_stderr_is_merged_into_stdout_in_order(way: str) -> None:
     assert [m.text for m in msgs] == [f"{s} {i}" for i in range(50) for s in ("out", "err")]
 
 
-async def test_no_line_is_lost_at_the_end(way: str) -> None:
+async def test_no_line_is_lost_at_the_end(spawn_way: str) -> None:
     # Much more than a pty holds (a few KiB): the child blocks, exits after
     # its last write, and the master answers EIO once it is drained.
     n = 20000
@@ -200,7 +189,7 @@ async def test_no_line_is_lost_at_the_end(way: str) -> None:
     assert status.stdout == (*(f"line {i}" for i in range(n)), "the end")
 
 
-async def test_streaming_channels(way: str) -> None:
+async def test_streaming_channels(spawn_way: str) -> None:
     code = python("import sys\nprint('one')\nprint('two', file=sys.stderr)\n")
     cmd = Cmd(PY, code, pty=True, streaming=True, buffered=False)
     assert cmd.stdout is not None
@@ -214,7 +203,7 @@ async def test_streaming_channels(way: str) -> None:
 
 
 @pytest.mark.parametrize("kill", [False, True])
-async def test_stop_and_kill(way: str, kill: bool) -> None:
+async def test_stop_and_kill(spawn_way: str, kill: bool) -> None:
     async with open_overseer(handle_signals=False) as ovr:
         ovr.add("sleeper", PY, SLEEP_FOREVER, pty=True)
         with trio.fail_after(T):
@@ -227,7 +216,7 @@ async def test_stop_and_kill(way: str, kill: bool) -> None:
     assert not pid_alive(info.pid)
 
 
-async def test_cancelling_the_run_stops_the_group(way: str) -> None:
+async def test_cancelling_the_run_stops_the_group(spawn_way: str) -> None:
     cmd = Cmd(PY, SLEEP_FOREVER, pty=True, stop_timeout=1.0)
     with trio.fail_after(T):
         async with trio.open_nursery() as nursery:
@@ -237,7 +226,7 @@ async def test_cancelling_the_run_stops_the_group(way: str) -> None:
     assert cmd.status().exit == -signal.SIGTERM
 
 
-async def test_a_grandchild_holding_the_pty_after_the_leader_exits(way: str) -> None:
+async def test_a_grandchild_holding_the_pty_after_the_leader_exits(spawn_way: str) -> None:
     # The leader exits 0; its grandchild (same group, ignores SIGTERM) keeps
     # the pty open: the group is ended as for pipes and the run finishes.
     fds = fd_count()
@@ -252,7 +241,7 @@ async def test_a_grandchild_holding_the_pty_after_the_leader_exits(way: str) -> 
     assert fd_count() == fds
 
 
-async def test_an_escaped_grandchild_holding_the_pty(way: str) -> None:
+async def test_an_escaped_grandchild_holding_the_pty(spawn_way: str) -> None:
     # A setsid'd grandchild keeps the pty: the leader's exit ends the run
     # after the drain grace, and the Overseer's close sweeps the grandchild.
     fds = fd_count()
@@ -279,7 +268,7 @@ async def test_an_escaped_grandchild_holding_the_pty(way: str) -> None:
     assert fd_count() == fds
 
 
-async def test_stop_sweeps_an_escaped_grandchild_holding_the_pty(way: str) -> None:
+async def test_stop_sweeps_an_escaped_grandchild_holding_the_pty(spawn_way: str) -> None:
     fds = fd_count()
     async with open_overseer(handle_signals=False, stop_timeout=1.0) as ovr:
         ovr.add("p", PY, SPAWN_DETACHED_GRANDCHILD(), pty=True)
@@ -394,7 +383,7 @@ async def test_holding_the_output_of_a_pty_proc() -> None:
     ],
 )
 async def test_no_pty_to_be_had_is_fatal_and_says_why(
-    way: str, monkeypatch: pytest.MonkeyPatch, code: int, hint: str
+    spawn_way: str, monkeypatch: pytest.MonkeyPatch, code: int, hint: str
 ) -> None:
     def refuse() -> tuple[int, int]:
         raise OSError(code, os.strerror(code))

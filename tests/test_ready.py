@@ -12,17 +12,10 @@ from typing import Any
 
 import pytest
 import trio
-from children import FINAL, PRINT_THEN_SLEEP, PY, SLEEP_FOREVER, T, python
+from children import FINAL, PRINT_THEN_SLEEP, PY, SLEEP_FOREVER, T, overseer, python
 
-from trio_overseer import NotReadyError, Overseer, OverseerError, State, open_overseer
+from trio_overseer import NotReadyError, Overseer, OverseerError, State
 from trio_overseer._ready import make_readiness, wait_ready
-
-
-def overseer(**kwargs: Any) -> Any:
-    kwargs.setdefault("handle_signals", False)
-    kwargs.setdefault("stop_timeout", 1.0)
-    kwargs.setdefault("backoff_base", 0.01)
-    return open_overseer(**kwargs)
 
 
 def free_port() -> int:
@@ -528,7 +521,7 @@ async def test_sync_ready_check_says_it_must_be_async() -> None:
         return True
 
     async with overseer() as ovr:
-        ovr.add("p", PY, SLEEP_FOREVER, ready_check=check, ready_timeout=0.3)
+        ovr.add("p", PY, SLEEP_FOREVER, ready_check=check, ready_timeout=0.3)  # type: ignore[arg-type]
         with trio.fail_after(T), pytest.raises(NotReadyError) as caught:
             await ovr.start("p")
     assert (

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import children
 import pytest
 import trio
-from children import EXIT_0, EXIT_1, FINAL, PY, SLEEP_FOREVER, T, python
+from children import EXIT_0, EXIT_1, FINAL, PY, SLEEP_FOREVER, T, add_refuses, python
 
 from trio_overseer import (
     Overseer,
@@ -20,16 +22,10 @@ from trio_overseer import (
     ProcessInfo,
     RequirementError,
     State,
-    open_overseer,
 )
 from trio_overseer.testing import free_port
 
-
-def overseer(**kwargs: Any) -> Any:
-    kwargs.setdefault("handle_signals", False)
-    kwargs.setdefault("stop_timeout", 2.0)
-    kwargs.setdefault("backoff_base", 0.01)
-    return open_overseer(**kwargs)
+overseer = partial(children.overseer, stop_timeout=2.0)
 
 
 def SERVER(port: int, delay: float = 0.3) -> list[str]:
@@ -259,10 +255,7 @@ async def test_an_unknown_requirement_is_refused_by_name() -> None:
 def test_bad_requirements_name_the_proc_and_option(
     options: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    ovr = Overseer(handle_signals=False)
-    with pytest.raises(error, match=f"^proc 'p': {message}"):
-        ovr.add("p", PY, EXIT_0, **options)
-    assert not ovr.has_proc("p")
+    add_refuses(options, error, message)
 
 
 # --- a failed requirement ----------------------------------------------------------------

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import trio
-from children import EXIT_0, EXIT_1, EXIT_42, FAIL_UNTIL, FINAL, PY, T
+from children import EXIT_0, EXIT_1, EXIT_42, FAIL_UNTIL, FINAL, PY, T, add_refuses
 
-from trio_overseer import Overseer, ProcessInfo, State, open_overseer
+from trio_overseer import ProcessInfo, State, open_overseer
 
 
 async def supervised(id: str, exec: str, args: Any, **options: Any) -> list[ProcessInfo]:
@@ -117,7 +117,4 @@ async def test_stop_is_no_give_up() -> None:
 def test_bad_restart_options_name_the_proc_and_option(
     options: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    ovr = Overseer(handle_signals=False)
-    with pytest.raises(error, match=f"^proc 'p': {message}"):
-        ovr.add("p", PY, EXIT_0, **options)
-    assert not ovr.has_proc("p")
+    add_refuses(options, error, message)

@@ -25,22 +25,12 @@ PRINT_FDS = python(
 )
 
 
-@pytest.fixture(params=["posix_spawn", "popen"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test with each way of spawning."""
-    if request.param == "popen":
-        monkeypatch.setattr(_spawn, "_POSIX_SPAWN", None)
-    elif _spawn._POSIX_SPAWN is None:
-        pytest.skip("posix_spawn through ctypes is not available here")
-    return str(request.param)
-
-
 async def run(cmd: Cmd) -> Any:
     with trio.fail_after(T):
         return await cmd.run()
 
 
-async def test_no_descriptor_is_inherited(way: str) -> None:
+async def test_no_descriptor_is_inherited(spawn_way: str) -> None:
     # An inheritable descriptor of the parent (one Popen's close_fds closes)
     # does not reach the child; nor do the pipes of other children.
     leaky = os.open(os.devnull, os.O_RDONLY)
@@ -55,7 +45,7 @@ async def test_no_descriptor_is_inherited(way: str) -> None:
     assert len(fds) <= 4, fds  # 0, 1, 2 and the listing's own
 
 
-async def test_group_stdin_and_signals_as_popen(way: str) -> None:
+async def test_group_stdin_and_signals_as_popen(spawn_way: str) -> None:
     status = await run(Cmd(PY, REPORT_SETUP))
     assert status.stdout == ("pgid==pid True", "stdin /dev/null", "stdin read ''")
     # Python ignores SIGPIPE and SIGXFSZ; children get them back at their
@@ -65,7 +55,7 @@ async def test_group_stdin_and_signals_as_popen(way: str) -> None:
     assert not ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)), hex(ignored)
 
 
-async def test_path_search_uses_the_childs_path(way: str, tmp_path: Path) -> None:
+async def test_path_search_uses_the_childs_path(spawn_way: str, tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()
@@ -91,7 +81,7 @@ async def test_path_search_uses_the_childs_path(way: str, tmp_path: Path) -> Non
         ("relative", "cannot start './nope' in dir '{d}': No such file or directory: './nope'"),
     ],
 )
-async def test_errors_read_as_popens(way: str, tmp_path: Path, case: str, error: str) -> None:
+async def test_errors_read_as_popens(spawn_way: str, tmp_path: Path, case: str, error: str) -> None:
     script = tmp_path / "script"
     script.write_text("exit 0\n")
     script.chmod(0o755)
@@ -170,7 +160,7 @@ async def test_ended_while_the_spawn_waits_in_a_thread(
         assert status.error == f"signal: {sig.name}", status
 
 
-async def test_many_at_once_overlap_and_all_end(way: str) -> None:
+async def test_many_at_once_overlap_and_all_end(spawn_way: str) -> None:
     # 40 spawns at once (threads when posix_spawn is there): every one runs.
     cmds = [Cmd(sys.executable, ["-c", f"print({i})"]) for i in range(40)]
     results: list[Any] = []
