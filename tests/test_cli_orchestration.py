@@ -13,7 +13,17 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cli_children import INSTALLED, client, exit_with, py, run, run_tool, write_text, write_yaml
+from cli_children import (
+    INSTALLED,
+    PRINT_SIGNALS,
+    client,
+    exit_with,
+    py,
+    run,
+    run_tool,
+    write_text,
+    write_yaml,
+)
 
 from trio_overseer._cli._config import ConfigError, describe, load_config
 from trio_overseer._cli._project import Options, load_project
@@ -387,3 +397,54 @@ async def test_export_maps_requirements(tmp_path: Path) -> None:
     conf = (tmp_path / "sv" / "x.conf").read_text()
     priority = dict(re.findall(r"\[program:(\w+)\][^\[]*?priority=(\d+)", conf))
     assert priority == {"web": "300", "api": "200", "db": "100", "cache": "100"}
+
+
+# --- stop ladders -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("a.yml", "p:\n  cmd: x\n  stop_signals: [[SIGINT, 5], [TERM, 2.5]]\n"),
+        ("a.toml", '[procs.p]\ncmd = "x"\nstop_signals = [["SIGINT", 5], ["TERM", 2.5]]\n'),
+    ],
+)
+def test_stop_signals_key(tmp_path: Path, name: str, text: str) -> None:
+    (spec,) = load_config(write(tmp_path, name, text))
+    assert spec.stop_signals == ((signal.SIGINT, 5.0), (signal.SIGTERM, 2.5))
+    assert (spec.stop_signal, spec.stop_timeout) == (signal.SIGINT, 7.5)
+    assert describe(spec) == "x  [stop_signals=SIGINT:5s,SIGTERM:2.5s]"
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ("stop_signals: [[SIGINT, 5], [SIGKILL, 1]]", "step 2: SIGKILL always comes last"),
+        ("stop_signals: [[SIGINT]]", "step 1: expected a (signal, seconds) pair"),
+        ("stop_signals: [[SIGINT, -1]]", "step 1: expected a finite number of seconds >= 0"),
+        ("stop_signals: []", "expected a list of (signal, seconds) steps"),
+        ("stop_signals: SIGTERM", "expected a list of (signal, seconds) steps"),
+        (
+            "stop_signals: [[INT, 1]]\n  stop_timeout: 3",
+            "give either a ladder or stop_timeout, not both",
+        ),
+    ],
+)
+def test_stop_signals_key_errors(tmp_path: Path, settings: str, fragment: str) -> None:
+    path = write(tmp_path, "overseer.yml", f"p:\n  cmd: x\n  {settings}\n")
+    (problem,) = problems(path)
+    assert problem.startswith(f"{path}: proc 'p': field 'stop_signals': "), problem
+    assert fragment in problem
+
+
+async def test_the_cli_stops_with_the_ladder(tmp_path: Path) -> None:
+    ladder = [["USR1", 0.3], ["SIGUSR2", 0.3]]
+    write_yaml(tmp_path, {"p": {"cmd": PRINT_SIGNALS, "stop_signals": ladder}})
+    async with run_tool(tmp_path, "start", "--no-timestamp", "--no-color") as tool:
+        await tool.out.wait_for(r"^p +\| ready")
+        rc, _, err = await client(tmp_path, "stop", "p", tool=INSTALLED)
+        assert rc == 0, err
+        assert await tool.wait() == 0
+    lines = tool.out.lines
+    assert lines.index("p  | got SIGUSR1") < lines.index("p  | got SIGUSR2")
+    assert lines[-1] == "p  | stopped (signal: SIGKILL)"

@@ -47,7 +47,7 @@ from ._errors import CmdAlreadyStartedError
 from ._output import LineSplitter
 from ._pty import DEFAULT_SIZE, check_pty_option
 from ._records import STDERR, STDOUT, Status
-from ._signals import describe_signal, parse_signal
+from ._signals import Ladder, describe_signal, parse_ladder, parse_signal
 from ._spawn import ChildProcess, Reader, group_exists, signal_group, spawn
 from ._state import FINAL_STATES, RUNNING_STATES, State, StateMachine, Trigger, exit_trigger
 from ._sweep import KILL_WAIT, TAG_VAR, Scanner
@@ -201,6 +201,15 @@ def _check_signal(_: Any, __: Any, sig: object) -> None:
         raise ValueError(f"stop_signal: {exc}") from None
 
 
+def _to_ladder(value: object) -> Ladder | None:
+    if value is None:
+        return None
+    try:
+        return parse_ladder(value)
+    except ValueError as exc:
+        raise ValueError(f"stop_signals: {exc}") from None
+
+
 def _non_negative(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"Cmd {attribute.name} must be a number, got {value!r}")
@@ -244,6 +253,10 @@ class Cmd:
     line_buffer_size: int = attrs.field(default=16384, kw_only=True, validator=_check_line_size)
     stop_signal: int = attrs.field(default=_signal.SIGTERM, kw_only=True, validator=_check_signal)
     stop_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_non_negative)
+    # The stop escalation: (signal, seconds) steps, SIGKILL after the last; None:
+    # the one step (stop_signal, stop_timeout).  Given, it sets those two to its
+    # first signal and its total time (see __attrs_post_init__).
+    stop_signals: Ladder | None = attrs.field(default=None, kw_only=True, converter=_to_ladder)
     delay_start: float = attrs.field(default=0.0, kw_only=True, validator=_non_negative)
     # An int, or math.inf (no limit).
     retry_times: float = attrs.field(default=0, kw_only=True, validator=_check_retries)
@@ -274,6 +287,8 @@ class Cmd:
     _done: trio.Event = attrs.field(init=False, factory=trio.Event)  # set once final
     # How far the stop has gone: only ever up (NONE -> STOP -> KILL).
     _sent: Escalation = attrs.field(init=False, default=Escalation.NONE)
+    # How many steps of the ladder were sent (1 from the first stop signal on).
+    _steps: int = attrs.field(init=False, default=0)
     # A stop() (STOP) or kill() (KILL) while _spawning: done once the process exists.
     _pending: Escalation = attrs.field(init=False, default=Escalation.NONE)
     # Between START and the process's existence (the spawn may wait in a thread).
@@ -301,6 +316,9 @@ class Cmd:
     _draining: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.stop_signals is not None:
+            self.stop_signal = self.stop_signals[0][0]
+            self.stop_timeout = sum(seconds for _, seconds in self.stop_signals)
         if self.streaming:
             self._out_send, self.stdout = trio.open_memory_channel[str](math.inf)
             self._err_send, self.stderr = trio.open_memory_channel[str](math.inf)
@@ -434,6 +452,7 @@ class Cmd:
                 self._grace_scope.cancel()
         elif self._sent is Escalation.NONE:
             self._sent = Escalation.STOP
+            self._steps = 1
             self._send(self.stop_signal)
         self._stop_scope.cancel()
         self._stop_event.set()
@@ -573,29 +592,40 @@ class Cmd:
     async def _end_group(self, proc: ChildProcess) -> None:
         """Make sure no process of the group is left, and the leader is reaped.
 
-        Bounded: at most stop_timeout + KILL_WAIT seconds.
+        Each step of the ladder (`stop_signals`, or the one step `stop_signal`,
+        `stop_timeout`) sends its signal to the group and waits up to its time
+        for the whole group to be gone; then SIGKILL.  A kill() meanwhile
+        skips to SIGKILL at once.  Bounded: at most stop_timeout (the ladder's
+        total) + KILL_WAIT seconds.
         """
         pgid = proc.pid
         if proc.returncode is not None and not group_exists(pgid):
             return
         if proc.returncode is None and self._machine.state is State.RUNNING:
             self._fire(Trigger.STOP)  # cancelled from outside
-        if self._sent is not Escalation.KILL:
-            if self._sent is Escalation.NONE:
+        ladder = self.stop_signals or ((self.stop_signal, self.stop_timeout),)
+        for step, (sig, seconds) in enumerate(ladder):
+            if self._sent is Escalation.KILL:
+                break
+            if self._steps <= step:  # stop() sent the first one already
                 self._sent = Escalation.STOP
-                self._send(self.stop_signal)
-            with trio.move_on_after(self.stop_timeout) as grace:
+                self._steps = step + 1
+                self._send(sig)
+            with trio.move_on_after(seconds) as grace:
                 self._grace_scope = grace
                 await self._wait_gone(proc)
             self._grace_scope = None
             if not grace.cancelled_caught:
                 return
-            logger.info(
-                "%r did not stop within %.3g s of %s; killing its process group",
-                self,
-                self.stop_timeout,
-                describe_signal(self.stop_signal),
-            )
+            if self._sent is not Escalation.KILL:
+                then = "killing" if step == len(ladder) - 1 else "escalating: next step for"
+                logger.info(
+                    "%r did not stop within %.3g s of %s; %s its process group",
+                    self,
+                    seconds,
+                    describe_signal(sig),
+                    then,
+                )
         self._sent = Escalation.KILL
         self._send(_signal.SIGKILL)
         with trio.move_on_after(KILL_WAIT) as last:

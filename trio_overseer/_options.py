@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -56,6 +56,8 @@ class ProcOptions:
     """The signal that asks the process group to stop."""
     stop_timeout: float | None = None
     """Seconds from the stop signal to SIGKILL (None: the Overseer's)."""
+    stop_signals: Sequence[tuple[int | str, float]] | None = None
+    """A stop ladder, instead of the two above: (signal, seconds) steps, SIGKILL last."""
     pty: bool | tuple[int, int] = False
     """stdout and stderr on a pseudo-terminal (True: 80x24, or (columns, rows))."""
     ready_line: str | re.Pattern[str] | None = None

@@ -258,6 +258,7 @@ class Overseer:
         buffered: bool = False,
         stop_signal: int = _signal.SIGTERM,
         stop_timeout: float | None = None,
+        stop_signals: Sequence[tuple[int | str, float]] | None = None,
         pty: bool | tuple[int, int] = False,
         ready_line: str | re.Pattern[str] | None = None,
         ready_port: int | tuple[str, int] | None = None,
@@ -291,6 +292,12 @@ class Overseer:
         A run that stayed up `reset_after` seconds resets the count of
         restarts (and the backoff): see `_supervision`.
 
+        `stop_signals=[(SIGINT, 5), (SIGTERM, 5)]` is a stop escalation
+        ladder: each signal goes to the process group, which gets up to that
+        many seconds to be gone before the next; SIGKILL follows the last.
+        It replaces `stop_signal` and `stop_timeout` (the one-step ladder),
+        which then read its first signal and its total time.
+
         `requires` names procs that must be ready (their ``ready_*`` probes
         hold; running, for a proc without probes) before each run of this
         one; they are started with it, and it stops before them.  If one of
@@ -317,6 +324,13 @@ class Overseer:
         if id in self._procs:
             raise ProcExistsError(f"proc {id!r} is already registered; remove() it first")
         try:
+            if options.stop_signals is not None and (
+                options.stop_timeout is not None or options.stop_signal != _signal.SIGTERM
+            ):
+                raise ValueError(
+                    "stop_signals is the whole stop (each signal and its wait): "
+                    "give it, or stop_signal and stop_timeout, not both"
+                )
             run_options = options.shared_with(_CMD_OPTIONS)  # each run's Cmd takes these
             if options.stop_timeout is None:
                 run_options["stop_timeout"] = self.stop_timeout

@@ -13,7 +13,10 @@ import signal
 
 from ._text import shorten
 
-__all__ = ["describe_signal", "parse_signal", "signal_name"]
+__all__ = ["Ladder", "describe_signal", "parse_ladder", "parse_signal", "signal_name"]
+
+#: A stop escalation: (signal, seconds to wait for the group to be gone) steps.
+Ladder = tuple[tuple[int, float], ...]
 
 _MAX_DIGITS = 3  # NSIG is below 1000 everywhere: more digits is no signal number
 
@@ -45,6 +48,46 @@ def parse_signal(value: object) -> int:
             f"unknown signal name {shorten(value)} (try TERM, HUP, USR1, 'SIGTERM' or a number)"
         )
     return int(member)
+
+
+def parse_ladder(value: object) -> Ladder:
+    """A stop escalation ladder: ``[(SIGINT, 5), ("TERM", 5)]``, each step a signal
+    (`parse_signal`) and the seconds to wait after it for the process group to
+    be gone; SIGKILL always follows the last step, so no step may be SIGKILL.
+
+    Raises:
+      ValueError: not a non-empty list of (signal, seconds) pairs; says which step.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple) or not value:
+        raise ValueError(
+            f"expected a list of (signal, seconds) steps, e.g. [(SIGINT, 5), (SIGTERM, 5)], "
+            f"got {shorten(value)}"
+        )
+    steps = []
+    for number, step in enumerate(value, 1):
+        if isinstance(step, str | bytes) or not isinstance(step, list | tuple) or len(step) != 2:
+            raise ValueError(
+                f"step {number}: expected a (signal, seconds) pair, got {shorten(step)}"
+            )
+        sig, seconds = step
+        try:
+            sig = parse_signal(sig)
+        except ValueError as exc:
+            raise ValueError(f"step {number}: {exc}") from None
+        if sig == signal.SIGKILL:
+            raise ValueError(
+                f"step {number}: SIGKILL always comes last, after the last step: leave it out"
+            )
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds < float("inf")
+        ):
+            raise ValueError(
+                f"step {number}: expected a finite number of seconds >= 0, got {shorten(seconds)}"
+            )
+        steps.append((sig, float(seconds)))
+    return tuple(steps)
 
 
 def signal_name(sig: int) -> str:

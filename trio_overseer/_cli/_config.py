@@ -21,6 +21,9 @@ objects and never starts anything.  Three formats are understood:
         group: frontend
         stop_signal: SIGINT
         stop_timeout: 5                    # seconds before escalating to SIGKILL
+        # or a ladder (instead of stop_signal and stop_timeout): each signal
+        # and its wait, then SIGKILL:
+        # stop_signals: [[SIGINT, 5], [SIGTERM, 5]]
         pty: true                          # stdout and stderr on a terminal (merged)
 
 * TOML (``overseer.toml``), the same keys under ``[procs.ID]`` tables.
@@ -57,7 +60,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .._requires import cycle as requirement_cycle
-from .._signals import parse_signal, signal_name
+from .._signals import Ladder, parse_ladder, parse_signal, signal_name
 from ._procfile import join_continuations, parse_procfile, shell_argv
 
 __all__ = [
@@ -103,6 +106,7 @@ _FIELDS: tuple[str, ...] = (
     "group",
     "stop_signal",
     "stop_timeout",
+    "stop_signals",
     "shell",
     "scale",
     "pty",
@@ -155,7 +159,9 @@ class ProcSpec:
     own).  ``delay`` is in seconds (config files give milliseconds).
     ``retry`` is ``math.inf`` for ``retry: forever``.
     ``stop_timeout`` and ``reset_after`` are None when the config leaves them
-    to the supervisor.  ``pty``: stdout and stderr on a pseudo-terminal.
+    to the supervisor.  ``stop_signals`` is a stop ladder, or None; given, it
+    sets ``stop_signal`` and ``stop_timeout`` to its first signal and total time.
+    ``pty``: stdout and stderr on a pseudo-terminal.
     ``requires`` and ``restart_with`` name procs of the file (types); the
     project turns them into the ids of their instances.  ``ready_port`` is a
     port number, or ``"$PORT"``: the proc's own ``PORT``.
@@ -183,6 +189,7 @@ class ProcSpec:
     group: str = ""
     stop_signal: int = int(signal.SIGTERM)
     stop_timeout: float | None = None
+    stop_signals: tuple[tuple[int, float], ...] | None = None
     source: str = ""
     script: str | None = None
     scale: int = 1
@@ -300,10 +307,14 @@ def describe(spec: ProcSpec, *, hide: Mapping[str, str] | None = None) -> str:
         extras.append(f"reset_after={spec.reset_after:g}s")
     if spec.group:
         extras.append(f"group={_quote(spec.group)}")
-    if spec.stop_signal != signal.SIGTERM:
-        extras.append(f"stop_signal={signal_name(spec.stop_signal)}")
-    if spec.stop_timeout is not None:
-        extras.append(f"stop_timeout={spec.stop_timeout:g}s")
+    if spec.stop_signals is not None:
+        steps = ",".join(f"{signal_name(sig)}:{seconds:g}s" for sig, seconds in spec.stop_signals)
+        extras.append(f"stop_signals={steps}")
+    else:
+        if spec.stop_signal != signal.SIGTERM:
+            extras.append(f"stop_signal={signal_name(spec.stop_signal)}")
+        if spec.stop_timeout is not None:
+            extras.append(f"stop_timeout={spec.stop_timeout:g}s")
     if spec.pty:
         extras.append("pty")
     if spec.requires:
@@ -800,6 +811,18 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
     group: str = check("group", _parse_group, "")
     stop_signal: int = check("stop_signal", _parse_signal, int(signal.SIGTERM))
     stop_timeout: float | None = check("stop_timeout", _parse_stop_timeout, None)
+    stop_signals: Ladder | None = check("stop_signals", _parse_stop_signals, None)
+    if stop_signals is not None:
+        both = [key for key in ("stop_signal", "stop_timeout") if settings.get(key) is not None]
+        if both:
+            problems.add(
+                f"give either a ladder or {' and '.join(both)}, not both (stop_signals "
+                "holds each signal and its wait)",
+                proc=proc_id,
+                field="stop_signals",
+            )
+        stop_signal = stop_signals[0][0]
+        stop_timeout = sum(seconds for _, seconds in stop_signals)
     pty: bool = check("pty", _parse_pty, False)
     if len(problems.messages) != before:
         return None
@@ -823,6 +846,7 @@ def _build_spec(path: Path, proc_id: str, settings: object, problems: _Problems)
         group=group,
         stop_signal=stop_signal,
         stop_timeout=stop_timeout,
+        stop_signals=stop_signals,
         pty=pty,
         source=str(path),
         script=script,
@@ -1083,6 +1107,14 @@ def _no_nul(value: str, what: str) -> str:
     if "\0" in value:
         raise _Invalid(f"{what} contains a NUL byte (\\0), which a process cannot be given")
     return value
+
+
+def _parse_stop_signals(value: object) -> Ladder:
+    """A stop ladder: ``[[SIGINT, 5], [SIGTERM, 5]]``, then SIGKILL."""
+    try:
+        return parse_ladder(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _parse_signal(value: object) -> int:

@@ -19,6 +19,9 @@ What the init systems cannot say exactly:
   ``SuccessExitStatus`` (0 always counts there) and supervisord's
   ``exitcodes``.  ``reset_after`` has no equivalent (systemd forgets
   restarts older than the hour of ``StartLimitIntervalSec``);
+* a ``stop_signals`` ladder becomes its first signal and its total time
+  (``KillSignal``/``TimeoutStopSec``; ``stopsignal``/``stopwaitsecs``):
+  neither init system has ladders;
 * ``requires`` becomes systemd's ``Requires=`` and ``After=`` (ordered by
   start, not by readiness: systemd waits for a ``Type=simple`` service to be
   forked, not to answer) and ``restart_with`` its ``PartOf=``; supervisord

@@ -143,8 +143,11 @@ def proc_options(spec: ProcSpec, *, pty_size: tuple[int, int] | None = None) -> 
         ready_port=port,
         ready_url=spec.ready_url,
         ready_path=spec.ready_path,
-        stop_signal=spec.stop_signal,
-        stop_timeout=spec.stop_timeout,
+        **(  # a ladder holds the stop signal and its timeout
+            {"stop_signals": spec.stop_signals}
+            if spec.stop_signals is not None
+            else {"stop_signal": spec.stop_signal, "stop_timeout": spec.stop_timeout}
+        ),
         pty=(pty_size or True) if spec.pty else False,
     )
 
