@@ -318,7 +318,7 @@ def test_add_takes_exactly_the_options_of_the_record() -> None:
     assert keywords == fields
     shared = {field.name for field in attrs.fields(Cmd)} & set(fields)
     assert shared == {
-        "group", "dir", "env", "buffered", "stop_signal", "stop_timeout",
+        "group", "dir", "env", "buffered", "stop_signal", "stop_timeout", "stop_signals",
         "delay_start", "retry_times", "pty",
     }  # fmt: skip
 
