@@ -76,7 +76,7 @@ def got(lines: list[str], pid: str) -> list[str]:
     return [line.split()[-1] for line in lines if line.startswith(f"{pid} got")]
 
 
-LADDER = [(signal.SIGINT, 0.5), ("SIGUSR1", 0.5), ("hup", 0.5)]
+LADDER: list[tuple[int | str, float]] = [(signal.SIGINT, 0.5), ("SIGUSR1", 0.5), ("hup", 0.5)]
 
 
 @pytest.mark.parametrize("how", ["stop", "block exit"])
