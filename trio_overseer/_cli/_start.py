@@ -53,6 +53,7 @@ from .._options import ProcOptions
 from .._overseer import Overseer
 from .._records import ProcessInfo
 from .._requires import closure as requirement_closure
+from .._requires import depth as requirement_depth
 from .._requires import problems as requirement_problems
 from .._state import State
 from ._config import ConfigError, ProcSpec
@@ -508,6 +509,8 @@ class Instance:
                 slot.stop_requested = True
         self._stop_everything()
         limit = max(map(self._limit, self._slots.values()), default=0.0)
+        # Dependents stop before their requirements: one round per level.
+        limit *= max(1, requirement_depth({id: s.spec.requires for id, s in self._slots.items()}))
         with trio.move_on_after(limit):
             for slot in self._slots.values():
                 await slot.done.wait()
