@@ -1,13 +1,15 @@
 """The Overseer: a registry of named procs, supervised as Trio tasks.
 
-Theory of operation.  Each registered proc is a `_Proc` record holding the
-`Cmd` of its latest run and its current (or last) `Supervision`: one task
-that runs the Cmd, then fresh clones of it, as long as the restart decision
-says so (see `_supervision`).  The Cmd calls back synchronously on every
-state change and every batch of lines; the Overseer turns those into
+Theory of operation.  Each registered proc is a `Proc` record (`_proc`)
+holding the `Cmd` of its latest run and its current (or last)
+`Supervision`: one task that runs the Cmd, then fresh clones of it, as long
+as the restart decision says so (see `_supervision`), each run gated on what
+it requires (see `_dependencies`).  The Cmd calls back synchronously on
+every state change and every batch of lines; the Overseer turns those into
 `ProcessInfo`/`LogMsg` and fans them out with `send_nowait`, so nothing a
 subscriber does can stall a proc.  A run's final state is published with
-the supervision's decision (`restart_in`) in it.
+the supervision's decision (`restart_in`) in it.  How it all ends is
+`_lifetime`'s.
 """
 
 from __future__ import annotations
@@ -28,17 +30,18 @@ import attrs
 import trio
 
 from ._cmd import Cmd, OutputGate
+from ._dependencies import Dependencies
 from ._errors import (
     OverseerNotOpenError,
     ProcExistsError,
     ProcRunningError,
-    RequirementError,
     UnknownProcError,
 )
 from ._fanout import Fanout
 from ._lifetime import Lifetime, take_signals, takeable_signals
 from ._options import ProcOptions, proc_ids
-from ._ready import SILENT_HINT, Readiness, Watched, judge_ready, make_readiness, wait_ready
+from ._proc import Proc
+from ._ready import SILENT_HINT, Watched, judge_ready, make_readiness, wait_ready
 from ._records import (
     STDOUT,
     LogBatch,
@@ -48,16 +51,12 @@ from ._records import (
     log_msgs,
     restart_count,
 )
-from ._requires import closure as requirement_closure
 from ._requires import depth as requirement_depth
-from ._requires import problems as requirement_problems
 from ._state import FINAL_STATES, Phase, State
-from ._supervision import DEFAULT_RESET_AFTER, Backoff, RestartRules, Supervision, make_rules
-from ._tail import LineTail
+from ._supervision import DEFAULT_RESET_AFTER, Backoff, Supervision, make_rules
 
 logger = logging.getLogger("trio_overseer")
 
-_TAIL_LINES = 200  # recent lines kept per proc for wait_for_log and error reports
 _CMD_OPTIONS = frozenset(field.name for field in attrs.fields(Cmd) if field.init)
 _ADD_OPTIONS = frozenset(field.name for field in attrs.fields(ProcOptions))
 
@@ -79,79 +78,6 @@ def _flag(_: Any, attribute: attrs.Attribute[Any], value: object) -> None:
 
 
 @attrs.define(eq=False)
-class _Proc:
-    """One registered proc: its latest run and its supervision (the `Runs` of `_supervision`)."""
-
-    id: str
-    cmd: Cmd  # the latest run; replaced by a clone for each new run
-    retry_times: float  # the configured budget (cmd.stop() zeroes the Cmd's own copy)
-    rules: RestartRules  # which runs are restarted
-    readiness: Readiness
-    cmdline: str
-    attach: Callable[[Cmd], None]  # hooks a new run up to the Overseer (before it runs)
-    # Waits until the procs of `requires` are ready (Overseer._until_required).
-    required: Callable[[], Awaitable[str | None]]
-    # The procs that must be ready before each run (ids; validated at start).
-    requires: tuple[str, ...] = ()
-    # Those of `requires` whose end stops this proc's run, to run again once ready.
-    restart_with: frozenset[str] = frozenset()
-    # Those of `requires` not ready yet, while a run waits for them (BLOCKED).
-    waiting_for: tuple[str, ...] = ()
-    # Set (and dropped) at the next state change or supervision end; made by
-    # whoever waits for one (a dependent waiting for this proc to be ready).
-    changed: trio.Event | None = None
-    # The run for which the ready_* probes held when a dependent asked.
-    ready_run: Cmd | None = None
-    out_log: logging.Logger | None = None  # made on first use: see Overseer._out_logger
-    # The current supervision, or the last one (None: never supervised).
-    supervision: Supervision | None = None
-    # stop() seen since the last claim: status() shows retry_times 0 (as the
-    # Go original) until the next supervision begins.
-    stopped: bool = False
-    tail: LineTail = attrs.field(factory=lambda: LineTail(_TAIL_LINES))
-    # Holds back the reading of this proc's pipes (and of all: its parent is
-    # the Overseer's gate); see Overseer._hold_output.
-    gate: OutputGate = attrs.field(factory=OutputGate)
-    # The run (Cmd) that printed a line matching readiness.line, if the
-    # latest did: judged on every line, not only on the tail (see _ready).
-    ready_seen: Cmd | None = None
-
-    @property
-    def supervised(self) -> bool:
-        """Whether a supervision is in progress (claimed and not ended)."""
-        return self.supervision is not None and self.supervision.active
-
-    def next_run(self) -> Cmd:
-        """The Cmd to run next: the current one if it never ran, else a fresh clone."""
-        if self.cmd.is_initial_state():
-            return self.cmd
-        cmd = self.cmd.clone()
-        cmd.retry_times = self.retry_times
-        self.attach(cmd)
-        self.cmd = cmd
-        self.tail.clear()
-        return cmd
-
-    async def sweep(self, cmd: Cmd) -> None:
-        """End what `cmd` left outside its process group (bounded)."""
-        await cmd._sweep_escaped()
-
-    async def until_required(self) -> str | None:
-        """Wait until every proc of `requires` is ready: None; or why one never will be."""
-        return await self.required()
-
-    def refuse(self, cmd: Cmd, why: str) -> None:
-        """End `cmd` (not started) fatal without running it: `why` is its error."""
-        cmd._refuse(why)
-
-    def notify(self) -> None:
-        """Wake whoever waits for a change of this proc (see `changed`)."""
-        if self.changed is not None:
-            self.changed.set()
-            self.changed = None
-
-
-@attrs.define(eq=False)
 class _Waiter:
     """A task in wait_for_state/wait_for_log, woken by the first match."""
 
@@ -166,7 +92,7 @@ class _Waiter:
 _PROC_LOGGERS = logging.getLogger("trio_overseer.proc")
 
 
-def _out_logger(rec: _Proc) -> logging.Logger | None:
+def _out_logger(rec: Proc) -> logging.Logger | None:
     """The logger ``trio_overseer.proc.<id>`` if it would log a line, else None.
 
     The logging module keeps every logger it ever made, so one per proc id
@@ -213,7 +139,7 @@ class Overseer:
     backoff_max: float = attrs.field(default=30.0, kw_only=True, validator=_non_negative)
     seed: int | None = attrs.field(default=None, kw_only=True)
 
-    _procs: dict[str, _Proc] = attrs.field(init=False, factory=dict)
+    _procs: dict[str, Proc] = attrs.field(init=False, factory=dict)
     _nursery: trio.Nursery | None = attrs.field(init=False, default=None)
     _states: Fanout[ProcessInfo] = attrs.field(init=False, factory=lambda: Fanout("state"))
     # LogMsg to per-line subscribers, LogBatch to batched ones.
@@ -225,13 +151,21 @@ class Overseer:
     # one way they end (see _lifetime).
     _lifetime: Lifetime = attrs.field(init=False)
     _gate: OutputGate = attrs.field(init=False, factory=OutputGate)  # see _hold_output
-    # Procs a stop_all() holds back until no running proc requires them.
-    _deferred: set[str] = attrs.field(init=False, factory=set)
-    _bound: int = attrs.field(init=False, default=0)  # procs with restart_with
+    # What gates runs on their requirements, and the stop order (see _dependencies).
+    _deps: Dependencies = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._random = random.Random(self.seed)
         self._lifetime = Lifetime(self.stop_timeout)
+        self._deps = Dependencies(
+            self._procs,
+            self._get,
+            self._claim,
+            self._stop,
+            self._info,
+            self._publish,
+            lambda id, readiness, done: judge_ready(self, id, readiness, done),
+        )
 
     def __repr__(self) -> str:
         stats = self.statistics()
@@ -361,7 +295,7 @@ class Overseer:
             check=options.ready_check,
             timeout=options.ready_timeout,
         )
-        rec = _Proc(
+        rec = Proc(
             id=id,
             cmd=cmd,
             readiness=readiness,
@@ -369,14 +303,14 @@ class Overseer:
             rules=rules,
             cmdline=shlex.join([exec, *cmd.args]),
             attach=lambda run: self._attach(rec, run),
-            required=lambda: self._until_required(rec),
+            required=lambda: self._deps.until_required(rec),
             requires=required,
             restart_with=frozenset(bound),
             gate=OutputGate(self._gate),
         )
         rec.attach(cmd)
         self._procs[id] = rec
-        self._bound += bool(rec.restart_with)
+        self._deps.added(rec)
         logger.debug("added proc %r: %s", id, rec.cmdline)
         return cmd
 
@@ -396,7 +330,7 @@ class Overseer:
                 f"proc {id!r} is running; stop it and wait for it to end before remove()"
             )
         del self._procs[id]
-        self._bound -= bool(rec.restart_with)
+        self._deps.removed(rec)
         if self._nursery is not None and rec.cmd.is_final_state():
             # What its last run left outside its group goes with the proc
             # (in the background: remove() never blocks).
@@ -440,14 +374,14 @@ class Overseer:
         """Whether a `stop_all()` is still waiting for procs to end."""
         return self._lifetime.stopping
 
-    def _get(self, id: str) -> _Proc:
+    def _get(self, id: str) -> Proc:
         try:
             return self._procs[id]
         except KeyError:
             known = ", ".join(map(repr, sorted(self._procs))) or "none"
             raise UnknownProcError(f"no proc {id!r} is registered (known: {known})") from None
 
-    def _info(self, rec: _Proc) -> ProcessInfo:
+    def _info(self, rec: Proc) -> ProcessInfo:
         cmd = rec.cmd
         pid, exit_code, error, start_ts = cmd._brief()
         sup = rec.supervision
@@ -472,7 +406,7 @@ class Overseer:
 
     # -- observing the Cmds --------------------------------------------------
 
-    def _attach(self, rec: _Proc, cmd: Cmd) -> None:
+    def _attach(self, rec: Proc, cmd: Cmd) -> None:
         cmd._attach(
             lambda c: self._state_changed(rec, c),
             lambda c, kind, lines: self._output(rec, kind, lines),
@@ -481,7 +415,7 @@ class Overseer:
             rec.gate,
         )
 
-    def _state_changed(self, rec: _Proc, cmd: Cmd) -> None:
+    def _state_changed(self, rec: Proc, cmd: Cmd) -> None:
         """Called by the Cmd in the same stretch as the transition: announce it."""
         state = cmd.state
         sup = rec.supervision
@@ -498,10 +432,10 @@ class Overseer:
             elif state in FINAL_STATES:
                 self._lifetime.unwatch(info.pid)
         self._publish(rec, info)
-        if state in FINAL_STATES and cmd is rec.cmd and self._bound:
-            self._restart_bound(rec.id)
+        if state in FINAL_STATES and cmd is rec.cmd:
+            self._deps.run_ended(rec.id)
 
-    def _publish(self, rec: _Proc, info: ProcessInfo) -> None:
+    def _publish(self, rec: Proc, info: ProcessInfo) -> None:
         """Announce `info` (a state change, or what a blocked proc waits for)."""
         self._log_state(info)
         self._states.publish(info)
@@ -534,7 +468,7 @@ class Overseer:
         else:
             logger.debug("proc %r %s", info.id, info.state.value, extra=extra)
 
-    def _output(self, rec: _Proc, kind: int, lines: list[str]) -> None:
+    def _output(self, rec: Proc, kind: int, lines: list[str]) -> None:
         """Called by the Cmd with lines that arrived together: fan them out.
 
         No `LogMsg` is made unless a per-line subscriber or a matching
@@ -564,7 +498,7 @@ class Overseer:
 
     # -- supervising ---------------------------------------------------------
 
-    def _claim(self, id: str) -> tuple[_Proc, Supervision]:
+    def _claim(self, id: str) -> tuple[Proc, Supervision]:
         """Begin a supervision of `id` (its task is the caller's to start)."""
         rec = self._get(id)
         if rec.supervised:
@@ -596,139 +530,6 @@ class Overseer:
         """What the tag of every run of this Overseer starts with (see `_sweep`)."""
         return f"{self._lifetime.token}.".encode()
 
-    # -- requirements ----------------------------------------------------------
-
-    def _check_requires(self, ids: list[str] | None = None) -> None:
-        """Refuse to start `ids` (every proc when None) whose requirements cannot be met.
-
-        Raises:
-          RequirementError: an unknown id is required, or the requirements form a cycle.
-        """
-        if ids is None:
-            if not any(rec.requires for rec in self._procs.values()):
-                return
-        elif not any(self._get(id).requires for id in ids):
-            return
-        graph = {id: rec.requires for id, rec in self._procs.items()}
-        problems = requirement_problems(graph, ids)
-        if problems:
-            raise RequirementError("; ".join(problems) + "; nothing was started")
-
-    def _claim_required(self, id: str) -> list[tuple[_Proc, Supervision]]:
-        """Claim what `id` requires (transitively) and is not supervised, requirements first."""
-        if not self._procs[id].requires:
-            return []
-        graph = {id: rec.requires for id, rec in self._procs.items()}
-        claimed = []
-        for other in requirement_closure(graph, [id])[:-1]:  # the last one is `id` itself
-            if not self._procs[other].supervised:
-                claimed.append(self._claim(other))
-        return claimed
-
-    async def _until_required(self, rec: _Proc) -> str | None:
-        """Wait until each proc `rec` requires is ready: None; or why one never will be.
-
-        While it waits, `rec.waiting_for` names those not ready yet, and each
-        change of it is published (`ProcessInfo.waiting_for`).
-        """
-        pending = []
-        for required in rec.requires:
-            ready, why = self._judge_now(required)
-            if why is not None:
-                return why
-            if not ready:
-                pending.append(required)
-        if not pending:
-            return None
-        failures: list[str] = []
-        rec.waiting_for = tuple(pending)
-        self._publish(rec, self._info(rec))
-
-        async def one(required: str, scope: trio.CancelScope) -> None:
-            why = await self._requirement_ready(required)
-            if why is not None:
-                failures.append(why)
-                scope.cancel()  # the first failure decides
-                return
-            rec.waiting_for = tuple(r for r in rec.waiting_for if r != required)
-            if rec.waiting_for:
-                self._publish(rec, self._info(rec))
-
-        try:
-            async with trio.open_nursery() as nursery:
-                for required in pending:
-                    nursery.start_soon(one, required, nursery.cancel_scope)
-        finally:
-            rec.waiting_for = ()
-        return failures[0] if failures else None
-
-    def _judge_now(self, id: str) -> tuple[bool, str | None]:
-        """Whether requirement `id` is ready right now; or why it never will be
-        (False, None: it may be, later).  Probes are not tried here."""
-        rec = self._procs.get(id)
-        sup = None if rec is None else rec.supervision
-        if rec is None or sup is None:
-            return False, None  # `_requirement_ready` says why
-        if not sup.active or sup.stop_requested:
-            if rec.readiness:
-                return False, None  # the last run is judged on its probes
-            why = self._why_ended(rec, ready=True)
-            return why is None, why
-        ready = rec.cmd.state is State.RUNNING
-        return ready and (not rec.readiness or rec.ready_run is rec.cmd), None
-
-    async def _requirement_ready(self, id: str) -> str | None:
-        """Wait until requirement `id` is ready: None; or why it never will be."""
-        rec = self._procs.get(id)
-        if rec is None:  # removed meanwhile
-            return f"requirement {id!r} is not registered"
-        sup = rec.supervision
-        if sup is None:
-            return f"requirement {id!r} was never started"
-        if rec.readiness:
-            why = await judge_ready(self, id, rec.readiness, sup.done)
-            if why is None:
-                rec.ready_run = rec.cmd
-                return None
-            if sup.active:  # not ready in time: stopped, as start() does
-                self._stop(id)
-                detail = why.splitlines()[0].removeprefix(f"proc {id!r} was not ready ")
-                return f"requirement {id!r} was not ready {detail}"
-            return self._why_ended(rec, ready=False)
-        while True:
-            ready, why = self._judge_now(id)
-            if ready or why is not None:
-                return why
-            if rec.changed is None:
-                rec.changed = trio.Event()
-            await rec.changed.wait()
-
-    def _why_ended(self, rec: _Proc, *, ready: bool) -> str | None:
-        """Why a requirement whose supervision ended (or is ending) is not ready: None
-        when it is, the last run having done its work (`ready`: it ran, no probes)."""
-        sup = rec.supervision
-        assert sup is not None
-        info = self._info(rec)
-        if sup.stop_requested or info.state is State.INITIAL:
-            return f"requirement {rec.id!r} was stopped"
-        if info.state is State.FATAL:
-            return f"requirement {rec.id!r} could not start: {info.error}"
-        if ready and info.state is State.FINISHED and info.exit_code in rec.rules.success_codes:
-            return None  # it did its work (a one-shot job)
-        how = info.error or f"exit code {info.exit_code}"
-        if sup.gave_up:
-            restarts = f"{sup.restarts} restart{'s' if sup.restarts != 1 else ''}"
-            return f"requirement {rec.id!r} gave up after {restarts} ({how})"
-        return f"requirement {rec.id!r} ended before it was ready ({how})"
-
-    def _restart_bound(self, id: str) -> None:
-        """A run of `id` ended: stop the runs of the procs that restart with it."""
-        for rec in self._procs.values():
-            sup = rec.supervision
-            if id in rec.restart_with and sup is not None and sup.requeue():
-                logger.info("proc %r restarts with %r: stopping its run", rec.id, id)
-                rec.cmd.stop()
-
     def _supervision_done(self, id: str) -> trio.Event:
         """Set once the current supervision of `id` has ended (set if none is in progress).
 
@@ -742,11 +543,10 @@ class Overseer:
         never.set()
         return never
 
-    def _supervision_ended(self, rec: _Proc) -> None:
+    def _supervision_ended(self, rec: Proc) -> None:
         self._lifetime.released()
         rec.notify()
-        if self._deferred:
-            self._stop_deferred()
+        self._deps.supervision_ended()
 
     async def supervise(self, id: str) -> int:
         """Run the proc in this task, restarting it on failure; return the last exit code.
@@ -770,10 +570,10 @@ class Overseer:
           ProcRunningError: it is already being supervised.
           RequirementError: it requires an unknown id, or a cycle (nothing started).
         """
-        self._check_requires([id])
+        self._deps.check([id])
         async with self._running():
             rec, sup = self._claim(id)
-            required = self._claim_required(id)
+            required = self._deps.claim_required(id)
             if not required:
                 return await sup.run(rec)
             if self._nursery is not None:  # the block's (or supervise_all's): they outlive us
@@ -786,7 +586,7 @@ class Overseer:
                 try:
                     return await sup.run(rec)
                 finally:
-                    self._stop_ordered([other.id for other, _ in required])
+                    self._deps.stop_ordered([other.id for other, _ in required])
 
     async def supervise_all(self) -> None:
         """Supervise every registered proc concurrently; return when all have ended.
@@ -804,7 +604,7 @@ class Overseer:
           RequirementError: a proc requires an unknown id, or the requirements
             form a cycle (nothing is started).
         """
-        self._check_requires()
+        self._deps.check()
         async with trio.open_nursery() as nursery:
             own = self._nursery is None  # not in a block, nor in another supervise_all()
             async with self._running(nursery if own else None):
@@ -849,10 +649,10 @@ class Overseer:
                 "'async with open_overseer() as ovr:', or without a block "
                 f"'await ovr.supervise({id!r})' (supervises in the calling task)"
             )
-        self._check_requires([id])
+        self._deps.check([id])
         rec, sup = self._claim(id)
         try:
-            for other, other_sup in self._claim_required(id):
+            for other, other_sup in self._deps.claim_required(id):
                 nursery.start_soon(other_sup.run, other)
             await nursery.start(sup.run, rec)
         except BaseException:
@@ -882,7 +682,7 @@ class Overseer:
         """`stop()`, without the second one's kill (for stops the Overseer decides)."""
         rec = self._get(id)
         rec.stopped = True  # before the Cmd announces "stopping"
-        self._deferred.discard(id)
+        self._deps.deferred.discard(id)
         if rec.supervision is not None:
             rec.supervision.stop()  # no restart; between runs, it ends now
         if kill:
@@ -906,32 +706,7 @@ class Overseer:
         """
         if self._lifetime.supervisions:
             self._lifetime.stopping = True
-        self._stop_ordered(list(self._procs), kill=kill)
-
-    def _stop_ordered(self, ids: list[str], *, kill: bool = False) -> None:
-        """Stop `ids`: at once those no running proc requires, the others as
-        the last of their dependents ends (`_stop_deferred`)."""
-        if kill or not any(self._procs[id].requires for id in self._procs):
-            for id in ids:
-                self._stop(id, kill=kill)
-            return
-        for id in ids:  # no restart of any of them from now on
-            rec = self._procs[id]
-            rec.stopped = True
-            if rec.supervision is not None:
-                rec.supervision.stop()
-        self._deferred.update(ids)
-        self._stop_deferred()
-
-    def _stop_deferred(self) -> None:
-        """Stop the procs `_stop_ordered` holds back that no running proc requires any more."""
-        procs = self._procs.values()
-        running = (rec for rec in procs if rec.supervised or rec.cmd.is_running_state())
-        busy = {required for rec in running for required in rec.requires}
-        for id in [id for id in self._deferred if id not in busy]:
-            self._deferred.discard(id)
-            if id in self._procs:
-                self._stop(id)
+        self._deps.stop_ordered(list(self._procs), kill=kill)
 
     def _hold_output(self, held: bool, id: str | None = None) -> None:
         """Flow control for a consumer of lines that fell behind (the CLI's stdout).

@@ -14,7 +14,7 @@ A run that ends while a restart follows (``retry_times``) does not end the
 wait: the next run may still become ready.  The proc is ready when every
 probe held for one and the same run while it was up: each probe notes the
 run it held for (the line probe: the run that printed the line, see
-``_Proc.ready_seen``, which the Overseer sets on every line).  Probes that
+``_proc.Proc.ready_seen``, which the Overseer sets on every line).  Probes that
 held for different runs, or while no run was up (a stale file before a
 restart), do not count: the wait goes on with the next run.
 
