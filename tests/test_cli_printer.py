@@ -140,6 +140,7 @@ def test_the_time_prefix_follows_the_clock() -> None:
             "waiting for db, cache",
         ),
         (info(state=State.INITIAL, pid=0), None, None),
+        (info(state=State.INITIAL, pid=0), State.INITIAL, "not started (stopped while waiting)"),
     ],
 )
 def test_state_changes_in_words(

@@ -326,6 +326,25 @@ async def test_a_requirement_stopped_while_waited_for() -> None:
     assert ovr.status("api").waiting_for == ()
 
 
+async def test_a_dependent_stopped_while_waiting_says_it_waits_no_more() -> None:
+    with trio.fail_after(T):
+        async with overseer() as ovr:
+            ovr.add("db", PY, SLEEP_FOREVER, delay_start=60)
+            ovr.add("api", PY, SLEEP_FOREVER, requires=["db"])
+            async with ovr.subscribe_states() as states, trio.open_nursery() as nursery:
+                nursery.start_soon(ovr.supervise_all)
+                async for info in states:
+                    if info.id == "api" and info.waiting_for:
+                        break
+                ovr.stop("api")
+                async for info in states:
+                    if info.id == "api":
+                        break
+                ovr.stop_all()
+    assert (info.state, info.waiting_for, info.pid) == (State.INITIAL, (), 0)
+    assert ovr.status("api").waiting_for == ()
+
+
 # --- restarts ------------------------------------------------------------------------------
 
 

@@ -130,12 +130,17 @@ class Dependencies:
             if rec.waiting_for:
                 self._publish(rec, self._info(rec))
 
+        decided = False
         try:
             async with trio.open_nursery() as nursery:
                 for required in pending:
                     nursery.start_soon(one, required, nursery.cancel_scope)
+            decided = True
         finally:
+            interrupted = not decided and rec.waiting_for
             rec.waiting_for = ()
+            if interrupted:  # stopped (or cancelled) while waiting: it waits no more
+                self._publish(rec, self._info(rec))
         return failures[0] if failures else None
 
     def _judge_now(self, id: str) -> tuple[bool, str | None]:

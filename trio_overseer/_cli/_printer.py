@@ -85,6 +85,8 @@ def describe_state(info: ProcessInfo, previous: State | None = None) -> str | No
         text = f"{how} ({info.error or f'exit code {info.exit_code}'})"
     elif state is State.FATAL:
         text = f"fatal: {info.error}"
+    elif state is State.INITIAL and previous is State.INITIAL:
+        return "not started (stopped while waiting)"  # see Dependencies.until_required
     else:  # initial, starting
         return None
     if info.restart_in is not None:
