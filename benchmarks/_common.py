@@ -169,7 +169,7 @@ class Check:
         if zombies:
             self.problems.append(f"{len(zombies)} unreaped child(ren) (zombies)")
 
-    def result(self, value: float, **extra: Any) -> dict[str, Any]:
+    def result(self, value: float | None, **extra: Any) -> dict[str, Any]:
         return {"value": value, "problems": self.problems, "extra": extra}
 
 

@@ -221,6 +221,7 @@ def m_trio(p: dict[str, Any]) -> dict[str, Any]:
         proc = await trio.lowlevel.open_process(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
         )
+        assert proc.stdout is not None
         count = 0
         first = last = None
         partial = b""

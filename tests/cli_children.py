@@ -101,9 +101,7 @@ class Lines(children.Lines):
             self.add(buffer.decode(errors="replace"))
         self.close()
 
-    async def wait_for(
-        self, pattern: str | Callable[[str], bool], guard: float = T
-    ) -> str:
+    async def wait_for(self, pattern: str | Callable[[str], bool], guard: float = T) -> str:
         """The first line matching the regex (or predicate); fails at EOF or timeout."""
         if isinstance(pattern, str):
             regex = pattern

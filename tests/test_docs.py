@@ -172,9 +172,7 @@ def run(argv: list[str], cwd: Path, what: str, paste: str | None = None) -> str:
         output, errors = proc.communicate()
         pytest.fail(f"{what} did not end within {TIMEOUT:.0f} s; output:\n{output}{errors or ''}")
     if proc.returncode != 0 or (paste is not None and REPL_ERROR.search(errors)):
-        pytest.fail(
-            f"{what} exited with status {proc.returncode}; output:\n{output}{errors or ''}"
-        )
+        pytest.fail(f"{what} exited with status {proc.returncode}; output:\n{output}{errors or ''}")
     return output
 
 

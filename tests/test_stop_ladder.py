@@ -48,6 +48,7 @@ async def test_a_second_stop_in_the_cli_kills_at_once(tmp_path: Path) -> None:
 
 # --- the ladder -------------------------------------------------------------------------
 
+
 #: Prints each signal it gets ("got SIGINT"...) and keeps running, but for SIGTERM
 #: when `die_on_term`; its child (same group, same handlers) does the same.
 def PRINTS_SIGNALS(die_on_term: bool = False) -> list[str]:

@@ -366,9 +366,7 @@ async def wait_ready(ovr: Overseer, id: str, readiness: Readiness) -> None:
     raise NotReadyError(why)
 
 
-async def judge_ready(
-    ovr: Overseer, id: str, readiness: Readiness, done: trio.Event
-) -> str | None:
+async def judge_ready(ovr: Overseer, id: str, readiness: Readiness, done: trio.Event) -> str | None:
     """Wait until proc `id` is ready (None), or say why it is not: it ended
     (`done`: its supervision ended) or `readiness.timeout` passed first.
 

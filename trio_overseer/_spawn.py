@@ -195,9 +195,7 @@ async def spawn(
             # Shielded: queued for a thread, it still ends within milliseconds,
             # and a cancellation then stops the child like any other.
             with trio.CancelScope(shield=True):
-                child, out_r, err_r = await trio.to_thread.run_sync(
-                    start, limiter=spawns.limiter
-                )
+                child, out_r, err_r = await trio.to_thread.run_sync(start, limiter=spawns.limiter)
         except RuntimeError as exc:
             if "can't start new thread" not in str(exc):
                 raise

@@ -257,9 +257,7 @@ class Dispatcher:
         """From now on, abandon stdout once it takes no byte for `seconds`."""
         self._patience = min(self._patience, seconds)
         if self._stall is not None:
-            self._stall.deadline = min(
-                self._stall.deadline, trio.current_time() + self._patience
-            )
+            self._stall.deadline = min(self._stall.deadline, trio.current_time() + self._patience)
 
     async def wait_drained(self) -> None:
         """Wait until everything sent so far has been handled (not necessarily written).

@@ -159,7 +159,8 @@ def _systemd(specs: Sequence[ProcSpec], *, app: str, user: str | None) -> list[E
         success = [str(code) for code in spec.success_codes if code != 0]
         if success:
             lines.append(f"SuccessExitStatus={' '.join(success)}")
-        lines += [            "",
+        lines += [
+            "",
             "[Install]",
             f"WantedBy={app}.target",
             "",
