@@ -13,7 +13,7 @@ import pytest
 import trio
 from children import PY, REPORT_SETUP, SLEEP_FOREVER, T, python
 
-from trio_overseer import Cmd, State, _spawn
+from trio_overseer import Cmd, State, _posix_spawn, _spawn
 
 #: Prints the descriptors it was started with (the listing's own is left out).
 PRINT_FDS = python(
@@ -112,15 +112,15 @@ def held_spawn(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, thread
         pytest.skip("spawns use threads only with posix_spawn")
     in_thread = threading.Event()
     go_on = threading.Event()
-    real_start = _spawn._start
+    real_run = _posix_spawn.Prepared.run
 
-    def slow_start(*args: Any) -> Any:
+    def slow_run(prepared: _posix_spawn.Prepared) -> int:
         if threading.current_thread() is not threading.main_thread():
             in_thread.set()
             go_on.wait(T)
-        return real_start(*args)
+        return real_run(prepared)
 
-    monkeypatch.setattr(_spawn, "_start", slow_start)
+    monkeypatch.setattr(_posix_spawn.Prepared, "run", slow_run)
     return in_thread, go_on
 
 

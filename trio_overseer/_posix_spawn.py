@@ -35,7 +35,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
 
-__all__ = ["PosixSpawn", "load"]
+__all__ = ["PosixSpawn", "Prepared", "load"]
 
 _SETPGROUP = 0x02  # POSIX_SPAWN_SETPGROUP
 _SETSIGDEF = 0x04  # POSIX_SPAWN_SETSIGDEF
@@ -67,17 +67,21 @@ def _pointers(strings: Sequence[bytes]) -> tuple[object, array[int]]:
 class PosixSpawn:
     """The libc functions, and the spawn attributes every child shares (read-only)."""
 
-    def __init__(self, libc: ctypes.CDLL) -> None:
+    def __init__(self, libc: ctypes.CDLL, quick: ctypes.PyDLL) -> None:
         # Plain ints, bytes and buffers need no argtypes (and calls are faster
-        # without); only posix_spawn takes raw addresses.
+        # without); only posix_spawn takes raw addresses.  posix_spawn waits
+        # for the child's exec: it releases the GIL (a CDLL call).  The others
+        # only fill in memory: they keep the GIL (a PyDLL call), as releasing
+        # and taking it back costs more than they do, and far more in a worker
+        # thread while the event loop holds it.
         self._spawn = libc.posix_spawn
         self._spawn.argtypes = (_c_int_p, ctypes.c_char_p, _VOID, _VOID, _VOID, _VOID)
-        self._init = libc.posix_spawn_file_actions_init
-        self._destroy = libc.posix_spawn_file_actions_destroy
-        self._open = libc.posix_spawn_file_actions_addopen
-        self._dup2 = libc.posix_spawn_file_actions_adddup2
-        self._closefrom = libc.posix_spawn_file_actions_addclosefrom_np
-        self._chdir = libc.posix_spawn_file_actions_addchdir_np
+        self._init = quick.posix_spawn_file_actions_init
+        self._destroy = quick.posix_spawn_file_actions_destroy
+        self._open = quick.posix_spawn_file_actions_addopen
+        self._dup2 = quick.posix_spawn_file_actions_adddup2
+        self._closefrom = quick.posix_spawn_file_actions_addclosefrom_np
+        self._chdir = quick.posix_spawn_file_actions_addchdir_np
         # Immutable once made: posix_spawn only reads it, from any thread.
         self._attr = ctypes.create_string_buffer(_ATTR_SIZE)
         sigdefault = ctypes.create_string_buffer(_SIGSET_SIZE)
@@ -88,6 +92,45 @@ class PosixSpawn:
         _check(libc.posix_spawnattr_setsigdefault(self._attr, sigdefault))
         _check(libc.posix_spawnattr_setpgroup(self._attr, 0))
         _check(libc.posix_spawnattr_setflags(self._attr, ctypes.c_short(_SETPGROUP | _SETSIGDEF)))
+
+    def prepare(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None,
+        env: Mapping[bytes, bytes] | None,
+        stdout: int | None,
+        stderr: int | None,
+    ) -> Prepared:
+        """Everything a spawn of `argv` needs, in C memory; `Prepared.run` spawns.
+
+        `stdout`/`stderr` are fds for the child's 1 and 2 (>= 3, or None for
+        /dev/null).  Raises ValueError for a NUL byte.  The caller must
+        `close()` what it gets, run or not.
+        """
+        args = [os.fsencode(arg) for arg in argv]
+        if env is None:
+            env = os.environb
+        entries = [key + b"=" + value for key, value in env.items()]
+        cwd_b = os.fsencode(cwd) if cwd is not None else None
+        if b"\0" in b"".join([*args, *entries, cwd_b or b""]):
+            raise ValueError("embedded null byte")
+        prepared = Prepared(self, args[0], cwd_b)
+        prepared.memory = (_pointers(args), _pointers(entries))
+        actions = prepared.actions
+        _check(self._init(actions))
+        prepared.initialized = True
+        _check(self._open(actions, 0, b"/dev/null", os.O_RDONLY, 0))
+        for target, fd in ((1, stdout), (2, stderr)):
+            if fd is None:
+                _check(self._open(actions, target, b"/dev/null", os.O_WRONLY, 0))
+            else:
+                _check(self._dup2(actions, fd, target))
+        _check(self._closefrom(actions, 3))
+        if cwd_b is not None:
+            _check(self._chdir(actions, cwd_b))
+        prepared.candidates = _candidates(args[0], env, cwd_b)
+        return prepared
 
     def spawn(
         self,
@@ -100,76 +143,91 @@ class PosixSpawn:
     ) -> int:
         """Start `argv` as a new group leader; return its pid.
 
-        `stdout`/`stderr` are fds for the child's 1 and 2 (>= 3, or None for
-        /dev/null).  Raises OSError as Popen would, ValueError for a NUL byte.
+        Raises OSError as Popen would, ValueError for a NUL byte.
         """
-        args = [os.fsencode(arg) for arg in argv]
-        if env is None:
-            env = os.environb
-        entries = [key + b"=" + value for key, value in env.items()]
-        cwd_b = os.fsencode(cwd) if cwd is not None else None
-        if b"\0" in b"".join([*args, *entries, cwd_b or b""]):
-            raise ValueError("embedded null byte")
-        argv_mem, argv_p = _pointers(args)
-        env_mem, env_p = _pointers(entries)
-        actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
-        _check(self._init(actions))
+        prepared = self.prepare(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
         try:
-            _check(self._open(actions, 0, b"/dev/null", os.O_RDONLY, 0))
-            for target, fd in ((1, stdout), (2, stderr)):
-                if fd is None:
-                    _check(self._open(actions, target, b"/dev/null", os.O_WRONLY, 0))
-                else:
-                    _check(self._dup2(actions, fd, target))
-            _check(self._closefrom(actions, 3))
-            if cwd_b is not None:
-                _check(self._chdir(actions, cwd_b))
-            return self._first_that_runs(
-                args[0], env, cwd_b, actions, argv_p.buffer_info()[0], env_p.buffer_info()[0]
-            )
+            return prepared.run()
         finally:
-            self._destroy(actions)
-            del argv_mem, env_mem  # alive until here: the child has exec'd by now
+            prepared.close()
 
-    def _first_that_runs(
-        self,
-        name: bytes,
-        env: Mapping[bytes, bytes],
-        cwd: bytes | None,
-        actions: ctypes.Array[ctypes.c_char],
-        argv_p: int,
-        env_p: int,
-    ) -> int:
-        """Spawn the first candidate for `name` that execs (Popen's PATH search)."""
-        if os.path.dirname(name):
-            candidates = [name]
-        else:
-            # The child's PATH, as Popen does (get_exec_path takes bytes keys too).
-            dirs = os.get_exec_path(env)  # type: ignore[arg-type]
-            candidates = [os.path.join(os.fsencode(d), name) for d in dirs]
+
+class Prepared:
+    """One spawn, ready to run: `run()` makes the child; `close()` frees the memory.
+
+    `run` calls nothing that releases the GIL but posix_spawn itself, so that
+    in a worker thread it has to win the GIL back from the event loop only
+    once (every release costs a hand-over when the loop is busy).
+    """
+
+    __slots__ = ("actions", "candidates", "cwd", "initialized", "lib", "memory", "name")
+
+    def __init__(self, lib: PosixSpawn, name: bytes, cwd: bytes | None) -> None:
+        self.lib = lib
+        self.name = name
+        self.cwd = cwd
+        self.actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
+        self.initialized = False
+        self.memory: tuple[tuple[object, array[int]], tuple[object, array[int]]] | None = None
+        # The paths to try in turn (Popen's PATH search), each with the error
+        # its stat gave (0: it exists, exec may work).
+        self.candidates: list[tuple[bytes, int]] = []
+
+    def run(self) -> int:
+        """Spawn the first candidate that execs; return its pid."""
+        assert self.memory is not None
+        (_, argv_p), (_, env_p) = self.memory
+        argv_a, env_a = argv_p.buffer_info()[0], env_p.buffer_info()[0]
         pid = ctypes.c_int()
         first_error = 0
-        for path in candidates:
-            if len(candidates) > 1:
-                # Skip what exec would not find, without making a process for it.
-                where = path if cwd is None else os.path.join(cwd, path)
-                try:
-                    os.stat(where)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and not first_error:
-                        first_error = exc.errno or errno.ENOENT
-                    continue
-            code = self._spawn(ctypes.byref(pid), path, actions, self._attr, argv_p, env_p)
+        spawn, attr = self.lib._spawn, self.lib._attr
+        for path, missing in self.candidates:
+            if missing:
+                if missing not in (errno.ENOENT, errno.ENOTDIR) and not first_error:
+                    first_error = missing
+                continue
+            code = spawn(ctypes.byref(pid), path, self.actions, attr, argv_a, env_a)
             if code == 0:
                 return pid.value
-            if cwd is not None:
-                _check_cwd(cwd)  # chdir failed: Popen names the directory
+            if self.cwd is not None:
+                _check_cwd(self.cwd)  # chdir failed: Popen names the directory
             if code in _PARENT_ERRORS:
                 raise OSError(code, os.strerror(code))
             if code not in (errno.ENOENT, errno.ENOTDIR) and not first_error:
                 first_error = code
         code = first_error or errno.ENOENT
-        raise OSError(code, os.strerror(code), os.fsdecode(name))
+        raise OSError(code, os.strerror(code), os.fsdecode(self.name))
+
+    def close(self) -> None:
+        """Free the file actions (the child, if any, has exec'd by now)."""
+        if self.initialized:
+            self.initialized = False
+            self.lib._destroy(self.actions)
+        self.memory = None
+
+
+def _candidates(
+    name: bytes, env: Mapping[bytes, bytes], cwd: bytes | None
+) -> list[tuple[bytes, int]]:
+    """The paths exec may try for `name`, each with its stat's errno (0: it exists).
+
+    A name with a slash is tried as it is; a bare name in each directory of
+    the *child's* PATH, as Popen does (get_exec_path takes bytes keys too).
+    Stat'ing first skips what exec would not find, without making a process
+    for it.
+    """
+    if os.path.dirname(name):
+        return [(name, 0)]
+    found = []
+    for d in os.get_exec_path(env):  # type: ignore[arg-type]
+        path = os.path.join(os.fsencode(d), name)
+        try:
+            os.stat(path if cwd is None else os.path.join(cwd, path))
+        except OSError as exc:
+            found.append((path, exc.errno or errno.ENOENT))
+        else:
+            found.append((path, 0))
+    return found
 
 
 def _check(code: int) -> None:
@@ -194,6 +252,6 @@ def load() -> PosixSpawn | None:
     if sys.platform != "linux" or array(_PTR).itemsize != ctypes.sizeof(ctypes.c_void_p):
         return None
     try:
-        return PosixSpawn(ctypes.CDLL(None, use_errno=True))
+        return PosixSpawn(ctypes.CDLL(None, use_errno=True), ctypes.PyDLL(None))
     except (OSError, AttributeError):
         return None

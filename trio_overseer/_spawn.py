@@ -19,7 +19,6 @@ import select
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from functools import partial
 
 import trio
 
@@ -187,23 +186,27 @@ async def spawn(
         or processes left), as `subprocess.Popen` reports it;
         `PtyUnavailableError` when no pty could be opened.
     """
-    start = partial(_start, argv, cwd, env, capture, pty)
+    out_r, out_w, err_r, err_w = _open_ends(capture, pty)
     spawns = _RunSpawns.current()
-    busy = spawns.live or trio.lowlevel.current_statistics().tasks_runnable
-    if _POSIX_SPAWN is not None and busy:
-        try:
-            # Shielded: queued for a thread, it still ends within milliseconds,
-            # and a cancellation then stops the child like any other.
-            with trio.CancelScope(shield=True):
-                child, out_r, err_r = await trio.to_thread.run_sync(start, limiter=spawns.limiter)
-        except RuntimeError as exc:
-            if "can't start new thread" not in str(exc):
-                raise
-            # No thread to be had (RLIMIT_NPROC counts threads): spawn inline,
-            # and let the OS say why a process cannot be made either.
-            child, out_r, err_r = start()
-    else:
-        child, out_r, err_r = start()
+    try:
+        if _POSIX_SPAWN is not None and (out_w is None or min(out_w, err_w or 0) >= 3):
+            prepared = _POSIX_SPAWN.prepare(argv, cwd=cwd, env=env, stdout=out_w, stderr=err_w)
+            try:
+                pid = await _run_spawn(prepared, spawns)
+            finally:
+                prepared.close()
+            popen = None
+        else:  # no posix_spawn here, or our stdout/stderr were closed: Popen sorts it out
+            popen = _popen(argv, cwd, env, out_w, err_w)
+            pid = popen.pid
+    except BaseException:
+        for fd in {fd for fd in (out_r, out_w, err_r, err_w) if fd is not None}:
+            os.close(fd)
+        raise
+    # The child's ends (a pty's slave once): only the child holds them now.
+    for end in {fd for fd in (out_w, err_w) if fd is not None}:
+        os.close(end)
+    child = ChildProcess(pid, popen)
     child._count_in(spawns)
     if out_r is None:
         return child, None, None
@@ -213,53 +216,68 @@ async def spawn(
     return child, trio.lowlevel.FdStream(out_r), trio.lowlevel.FdStream(err_r)
 
 
-def _start(
+def _open_ends(
+    capture: bool, pty: tuple[int, int] | None
+) -> tuple[int | None, int | None, int | None, int | None]:
+    """The child's output: (stdout read end, its write end, the same for stderr).
+
+    A pty's slave is both write ends (stderr merged, as in a shell); without
+    `capture` there is none (the child writes to /dev/null).
+    """
+    if pty is not None:
+        out_r, out_w = open_pty(pty)
+        return out_r, out_w, None, out_w
+    if not capture:
+        return None, None, None, None
+    out_r, out_w = _pipe()
+    try:
+        err_r, err_w = _pipe()
+    except BaseException:
+        os.close(out_r)
+        os.close(out_w)
+        raise
+    return out_r, out_w, err_r, err_w
+
+
+async def _run_spawn(prepared: _posix_spawn.Prepared, spawns: _RunSpawns) -> int:
+    """Run a prepared spawn: in a worker thread when the loop has other work, else inline."""
+    if not (spawns.live or trio.lowlevel.current_statistics().tasks_runnable):
+        return prepared.run()
+    try:
+        # Only the spawn itself goes to the thread: every call there that
+        # releases the GIL has to win it back from the busy loop.  Shielded:
+        # queued for a thread, it still ends within milliseconds, and a
+        # cancellation then stops the child like any other.
+        with trio.CancelScope(shield=True):
+            pid = await trio.to_thread.run_sync(prepared.run, limiter=spawns.limiter)
+        return pid
+    except RuntimeError as exc:
+        if "can't start new thread" not in str(exc):
+            raise
+        # No thread to be had (RLIMIT_NPROC counts threads): spawn inline,
+        # and let the OS say why a process cannot be made either.
+        return prepared.run()
+
+
+def _popen(
     argv: Sequence[str],
     cwd: str | None,
     env: Mapping[bytes, bytes] | None,
-    capture: bool,
-    pty: tuple[int, int] | None,
-) -> tuple[ChildProcess, int | None, int | None]:
-    """`spawn` without Trio (safe in a worker thread): the child and the read ends."""
-    fds: list[int] = []
-    out_r: int | None = None
-    err_r: int | None = None
-    out_w: int | None = None
-    err_w: int | None = None
-    try:
-        if pty is not None:
-            out_r, out_w = open_pty(pty)
-            fds += (out_r, out_w)
-            err_w = out_w  # stderr merged into stdout: one terminal, as in a shell
-        elif capture:
-            out_r, out_w = _pipe()
-            fds += (out_r, out_w)
-            err_r, err_w = _pipe()
-            fds += (err_r, err_w)
-        if _POSIX_SPAWN is not None and (out_w is None or min(out_w, err_w or 0) >= 3):
-            pid = _POSIX_SPAWN.spawn(argv, cwd=cwd, env=env, stdout=out_w, stderr=err_w)
-            child = ChildProcess(pid)
-        else:  # no posix_spawn here, or our stdout/stderr were closed: Popen sorts it out
-            sink = subprocess.DEVNULL
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=sink if out_w is None else out_w,
-                stderr=sink if err_w is None else err_w,
-                cwd=cwd,
-                env=env,
-                process_group=0,
-                close_fds=True,
-            )
-            child = ChildProcess(popen.pid, popen)
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    for end in {out_w, err_w}:  # the child's ends (a pty's slave once): only it holds them
-        if end is not None:
-            os.close(end)
-    return child, out_r, err_r
+    out_w: int | None,
+    err_w: int | None,
+) -> subprocess.Popen[bytes]:
+    """The child made by Popen (inline: it holds the GIL until the exec anyway)."""
+    sink = subprocess.DEVNULL
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=sink if out_w is None else out_w,
+        stderr=sink if err_w is None else err_w,
+        cwd=cwd,
+        env=env,
+        process_group=0,
+        close_fds=True,
+    )
 
 
 def signal_group(pgid: int, sig: int) -> bool:
