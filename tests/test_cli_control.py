@@ -17,7 +17,8 @@ import socket
 import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +67,37 @@ def no_traceback(tool: Tool) -> None:
     assert "internal error" not in text, text
 
 
-async def test_deeply_nested_request_gets_an_error(tmp_path: Path) -> None:
-    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
+@asynccontextmanager
+async def instance(
+    tmp_path: Path, procs: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[Tool, Path]]:
+    """The installed CLI running `procs` (by default one sleeper, "web") and its
+    control socket, once every proc is ready (the server answers before the
+    procs start).  At the end it must stop on a request, with status 0 and no
+    traceback."""
+    write_yaml(tmp_path, procs or {"web": {"cmd": SLEEP_FOREVER}})
     sock = tmp_path / SOCK
     async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
         await wait_for_socket(sock)
-        await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
-        [before] = await status(sock)
-        for raw in (b"[" * 50000 + b"\n", b'{"cmd": ' * 7000 + b"\n"):
-            assert "malformed request" in await error_of(sock, raw)
-        [after] = await status(sock)
-        assert (after["state"], after["PID"]) == ("running", before["PID"])
+        for id in procs or ["web"]:
+            await tool.out.wait_for(rf"{id} +\| ready")
+        yield tool, sock
         await request(sock, {"cmd": "stop", "all": True})
         assert await tool.wait() == 0
     no_traceback(tool)
 
 
+async def test_deeply_nested_request_gets_an_error(tmp_path: Path) -> None:
+    async with instance(tmp_path) as (_tool, sock):
+        [before] = await status(sock)
+        for raw in (b"[" * 50000 + b"\n", b'{"cmd": ' * 7000 + b"\n"):
+            assert "malformed request" in await error_of(sock, raw)
+        [after] = await status(sock)
+        assert (after["state"], after["PID"]) == ("running", before["PID"])
+
+
 async def test_request_without_newline_is_answered_once(tmp_path: Path) -> None:
-    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
-    sock = tmp_path / SOCK
-    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
-        await wait_for_socket(sock)
-        await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
+    async with instance(tmp_path) as (tool, sock):
         [before] = await status(sock)
         with trio.fail_after(T):
             stream = await trio.open_unix_socket(os.fspath(sock))
@@ -104,11 +114,8 @@ async def test_request_without_newline_is_answered_once(tmp_path: Path) -> None:
         assert new_pid != before["PID"]
         [after] = await status(sock)
         assert (after["state"], after["PID"], after["restarts"]) == ("running", new_pid, 0)
-        await request(sock, {"cmd": "stop", "all": True})
-        assert await tool.wait() == 0
     restarts = [line for line in tool.out.lines if "web" in line and "running (pid" in line]
     assert len(restarts) == 2, tool.out.text  # the first run and one restart
-    no_traceback(tool)
 
 
 @pytest.mark.parametrize(
@@ -125,30 +132,18 @@ async def test_request_without_newline_is_answered_once(tmp_path: Path) -> None:
 async def test_odd_signal_values_get_clear_errors(
     tmp_path: Path, value: str, expected: str
 ) -> None:
-    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
-    sock = tmp_path / SOCK
-    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
-        await wait_for_socket(sock)
-        await tool.out.wait_for(r"web +\| ready")
+    async with instance(tmp_path) as (_tool, sock):
         raw = b'{"cmd": "signal", "id": "web", "signal": ' + value.encode() + b"}\n"
         error = await error_of(sock, raw)
         assert expected in error, error
         assert len(error) < 300, error
         [after] = await status(sock)
         assert after["state"] == "running"
-        await request(sock, {"cmd": "stop", "all": True})
-        assert await tool.wait() == 0
-    no_traceback(tool)
 
 
 async def test_client_gone_while_its_stop_is_served(tmp_path: Path) -> None:
-    write_yaml(
-        tmp_path,
-        {"slow": {"cmd": IGNORE_SIGTERM, "stop_timeout": 0.5}, "web": {"cmd": SLEEP_FOREVER}},
-    )
-    sock = tmp_path / SOCK
-    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
-        await tool.out.wait_for(r"slow +\| ready")
+    procs = {"slow": {"cmd": IGNORE_SIGTERM, "stop_timeout": 0.5}, "web": {"cmd": SLEEP_FOREVER}}
+    async with instance(tmp_path, procs) as (tool, sock):
         for message in ({"cmd": "stop", "id": "slow"}, {"cmd": "restart", "id": "web"}):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
                 gone.connect(os.fspath(sock))
@@ -158,17 +153,10 @@ async def test_client_gone_while_its_stop_is_served(tmp_path: Path) -> None:
         await tool.out.wait_for(r"web +\| running", guard=T)
         rows = {row["id"]: row for row in await status(sock)}
         assert rows["slow"]["state"] in ("interrupted", "finished")
-        await request(sock, {"cmd": "stop", "all": True})
-        assert await tool.wait() == 0
-    no_traceback(tool)
 
 
 async def test_idle_connections_do_not_lock_the_owner_out(tmp_path: Path) -> None:
-    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
-    sock = tmp_path / SOCK
-    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
-        await wait_for_socket(sock)
-        await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
+    async with instance(tmp_path) as (_tool, sock):
         silent = []
         try:
             for index in range(100):  # more than the server serves at once
@@ -183,24 +171,14 @@ async def test_idle_connections_do_not_lock_the_owner_out(tmp_path: Path) -> Non
         finally:
             for conn in silent:
                 conn.close()
-        await request(sock, {"cmd": "stop", "all": True})
-        assert await tool.wait() == 0
-    no_traceback(tool)
 
 
 async def test_blank_lines_are_cheap(tmp_path: Path) -> None:
-    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
-    sock = tmp_path / SOCK
-    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
-        await wait_for_socket(sock)
-        await tool.out.wait_for(r"web +\| ready")  # the server answers before the procs start
+    async with instance(tmp_path) as (_tool, sock):
         # 8 MB of blank lines, then a request: was quadratic (minutes of CPU).
         answers = await ask(sock, b"\n" * (8 << 20) + b'{"cmd": "status"}\n')
         assert len(answers) == 1, answers
         assert answers[0]["ok"], answers
-        await request(sock, {"cmd": "stop", "all": True})
-        assert await tool.wait() == 0
-    no_traceback(tool)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a socket of another uid")
@@ -229,10 +207,7 @@ async def test_another_users_socket_is_never_taken(tmp_path: Path) -> None:
 
 
 async def test_long_values_in_requests_are_shown_short(tmp_path: Path) -> None:
-    write_yaml(tmp_path, {"web": {"cmd": SLEEP_FOREVER}})
-    sock = tmp_path / SOCK
-    async with run_tool(tmp_path, "start", tool=INSTALLED) as tool:
-        await tool.out.wait_for(r"web +\| ready")
+    async with instance(tmp_path) as (_tool, sock):
         for raw in (
             b'{"cmd": "logs", "id": "web", "lines": -' + b"1" * 4000 + b"}\n",
             b'{"cmd": "stop", "id": [' + b"1, " * 10000 + b"1]}\n",
@@ -241,9 +216,6 @@ async def test_long_values_in_requests_are_shown_short(tmp_path: Path) -> None:
         ):
             error = await error_of(sock, raw)
             assert len(error) < 300, error
-        await request(sock, {"cmd": "stop", "all": True})
-        assert await tool.wait() == 0
-    no_traceback(tool)
 
 
 # --- the protocol, in-process: the server against a fake instance ------------------

@@ -132,25 +132,6 @@ class PosixSpawn:
         prepared.candidates = _candidates(args[0], env, cwd_b)
         return prepared
 
-    def spawn(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None,
-        env: Mapping[bytes, bytes] | None,
-        stdout: int | None,
-        stderr: int | None,
-    ) -> int:
-        """Start `argv` as a new group leader; return its pid.
-
-        Raises OSError as Popen would, ValueError for a NUL byte.
-        """
-        prepared = self.prepare(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
-        try:
-            return prepared.run()
-        finally:
-            prepared.close()
-
 
 class Prepared:
     """One spawn, ready to run: `run()` makes the child; `close()` frees the memory.
