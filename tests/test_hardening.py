@@ -1006,8 +1006,14 @@ async def test_stop_after_the_leader_died_sweeps_escaped_descendants(
         ovr.add("p", PY, SPAWN_TREE)
         with trio.fail_after(T):
             info = await ovr.start("p")
+            member = int((await ovr.wait_for_log("p", "^group ")).text.split()[1])
             escaped = int((await ovr.wait_for_log("p", "^escaped ")).text.split()[1])
             await ovr.wait_for_log("p", "^ready$")
+            # The member first: were it still dying when the Overseer sees the
+            # leader's exit (a busy machine), its leftover would be stopped, and
+            # a run that had to be stopped is swept before the test's stop.
+            os.kill(member, signal.SIGKILL)
+            await wait_pid_gone(member)
             ovr.signal("p", signal.SIGKILL)  # the group dies, the escaped one holds the pipes
             await wait_pid_gone(info.pid)
             await trio.testing.wait_all_tasks_blocked()  # the Overseer has seen the exit
