@@ -18,6 +18,7 @@ import os
 import select
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Mapping, Sequence
 
 import trio
@@ -128,17 +129,22 @@ def _pipe() -> tuple[int, int]:
     return os.pipe()
 
 
-_SPAWN_THREADS = 16  # spawns that may wait for their child's exec at once, off the loop
+# Worker threads that run queued spawns (each waits for its child's exec off
+# the loop).  Few on purpose: every thread contends with the loop for the
+# GIL, and each hop serves every spawn queued meanwhile.  50 spawns at a time
+# measured 1,110–1,170/s with 4 threads, 950–1,030/s with 16, 1,030/s with 1.
+_SPAWN_THREADS = 4
 
 
 class _RunSpawns:
     """Per Trio run: children not yet reaped, and the threads spawns may use."""
 
-    __slots__ = ("limiter", "live")
+    __slots__ = ("live", "queue", "runners")
 
     def __init__(self) -> None:
-        self.limiter = trio.CapacityLimiter(_SPAWN_THREADS)
         self.live = 0  # ChildProcess objects of this run not yet closed
+        self.queue: deque[_Job] = deque()  # spawns waiting for a worker thread
+        self.runners = 0  # worker threads draining the queue
 
     @staticmethod
     def current() -> _RunSpawns:
@@ -171,10 +177,11 @@ async def spawn(
     The calling thread waits until the child has reached its exec, which on
     a busy machine takes milliseconds (a new task queues for a CPU).  When
     the loop has other work meanwhile (other children alive, or tasks ready
-    to run) and the spawn releases the GIL (posix_spawn), it runs in a
-    worker thread (at most `_SPAWN_THREADS` at once, the others queue), so
-    that spawns overlap each other and the loop goes on; otherwise it runs
-    inline, cheaper than a thread hop.
+    to run) and the spawn releases the GIL (posix_spawn), it is queued for
+    a worker thread (at most `_SPAWN_THREADS`, each running the spawns
+    queued meanwhile one after another), so that spawns overlap each other
+    and the loop goes on; otherwise it runs inline, cheaper than a thread
+    hop.
 
     Cancellation: shielded (it ends within milliseconds, even queued for a
     thread, and the caller then owns the child, which a cancellation at its
@@ -243,20 +250,68 @@ async def _run_spawn(prepared: _posix_spawn.Prepared, spawns: _RunSpawns) -> int
     """Run a prepared spawn: in a worker thread when the loop has other work, else inline."""
     if not (spawns.live or trio.lowlevel.current_statistics().tasks_runnable):
         return prepared.run()
+    job = _Job(prepared)
+    spawns.queue.append(job)
+    # Shielded: queued for a thread, it still ends within milliseconds, and a
+    # cancellation then stops the child like any other.
+    with trio.CancelScope(shield=True):
+        if spawns.runners < _SPAWN_THREADS:
+            await _run_queue(spawns)
+        await job.done.wait()
+    if job.error is not None:
+        raise job.error
+    return job.pid
+
+
+class _Job:
+    """A spawn waiting for a worker thread, and then its outcome."""
+
+    __slots__ = ("done", "error", "pid", "prepared")
+
+    def __init__(self, prepared: _posix_spawn.Prepared) -> None:
+        self.prepared = prepared
+        self.done = trio.Event()
+        self.pid = 0
+        self.error: BaseException | None = None
+
+
+async def _run_queue(spawns: _RunSpawns) -> None:
+    """Run queued spawns in a worker thread until the queue is empty.
+
+    One thread hop serves every spawn queued meanwhile: the hop costs the
+    loop more than a spawn does (each time the thread wins the GIL back from
+    the busy loop).
+    """
+    spawns.runners += 1
     try:
-        # Only the spawn itself goes to the thread: every call there that
-        # releases the GIL has to win it back from the busy loop.  Shielded:
-        # queued for a thread, it still ends within milliseconds, and a
-        # cancellation then stops the child like any other.
-        with trio.CancelScope(shield=True):
-            pid = await trio.to_thread.run_sync(prepared.run, limiter=spawns.limiter)
-        return pid
-    except RuntimeError as exc:
-        if "can't start new thread" not in str(exc):
-            raise
-        # No thread to be had (RLIMIT_NPROC counts threads): spawn inline,
-        # and let the OS say why a process cannot be made either.
-        return prepared.run()
+        while spawns.queue:
+            try:
+                done = await trio.to_thread.run_sync(_drain, spawns.queue)
+            except RuntimeError as exc:
+                if "can't start new thread" not in str(exc):
+                    raise
+                # No thread to be had (RLIMIT_NPROC counts threads): spawn inline,
+                # and let the OS say why a process cannot be made either.
+                done = _drain(spawns.queue)
+            for job in done:
+                job.done.set()
+    finally:
+        spawns.runners -= 1
+
+
+def _drain(queue: deque[_Job]) -> list[_Job]:
+    """Run the spawns of `queue` until it is empty (safe in a worker thread)."""
+    done: list[_Job] = []
+    while True:
+        try:
+            job = queue.popleft()  # atomic: other threads drain it too
+        except IndexError:
+            return done
+        try:
+            job.pid = job.prepared.run()
+        except BaseException as exc:  # the owner re-raises it
+            job.error = exc
+        done.append(job)
 
 
 def _popen(
