@@ -174,3 +174,46 @@ async def test_many_at_once_overlap_and_all_end(spawn_way: str) -> None:
                 nursery.start_soon(one, cmd)
     assert sorted(int(s.stdout[0]) for s in results) == list(range(40))
     assert all(s.exit == 0 for s in results)
+
+
+async def test_queued_spawns_each_get_their_own_outcome(
+    spawn_way: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # One worker thread, 30 spawns at once: most wait in the queue and one
+    # thread runs them in turn.  Each owner gets its own child or its own
+    # error, never another's.
+    monkeypatch.setattr(_spawn, "_SPAWN_THREADS", 1)
+    batches: list[int] = []
+    real_drain = _spawn._drain
+
+    def drain(queue: Any) -> Any:
+        done = real_drain(queue)
+        batches.append(len(done))
+        return done
+
+    monkeypatch.setattr(_spawn, "_drain", drain)
+    missing = tmp_path / "missing"
+    cmds = [
+        Cmd(os.fspath(missing), [str(i)]) if i % 3 == 0 else Cmd(PY, ["-c", f"print({i})"])
+        for i in range(30)
+    ]
+    results: dict[int, Any] = {}
+
+    async def one(i: int, cmd: Cmd) -> None:
+        results[i] = await cmd.run()
+
+    with trio.fail_after(T):
+        async with trio.open_nursery() as nursery:
+            for i, cmd in enumerate(cmds):
+                nursery.start_soon(one, i, cmd)
+    for i, status in results.items():
+        if i % 3 == 0:
+            assert cmds[i].state is State.FATAL, status
+            assert status.error.startswith(f"cannot start {os.fspath(missing)!r}"), status
+        else:
+            assert cmds[i].state is State.FINISHED, status
+            assert (status.exit, status.stdout) == (0, (str(i),)), status
+    assert len({s.pid for s in results.values() if s.pid}) == 20
+    if spawn_way == "posix_spawn":  # Popen spawns inline: no queue
+        assert sum(batches) >= 20, batches
+        assert max(batches) > 1, batches  # one hop served several
