@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -308,19 +310,28 @@ async def test_a_failed_requirement_keeps_its_dependents_from_running(
     assert ovr.status("db").state is not State.RUNNING  # not ready in time: stopped
 
 
+@asynccontextmanager
+async def api_waiting_for_db() -> AsyncIterator[tuple[Overseer, Any, ProcessInfo]]:
+    """Both supervised, "api" requiring "db", which waits 60 s to start: enters
+    once api says it waits (yields the Overseer, the state subscription and
+    that event); the body must end both procs."""
+    async with overseer() as ovr:
+        ovr.add("db", PY, SLEEP_FOREVER, delay_start=60)
+        ovr.add("api", PY, SLEEP_FOREVER, requires=["db"])
+        async with ovr.subscribe_states() as states, trio.open_nursery() as nursery:
+            nursery.start_soon(ovr.supervise_all)
+            async for blocked in states:
+                if blocked.id == "api" and blocked.waiting_for:
+                    break
+            yield ovr, states, blocked
+
+
 async def test_a_requirement_stopped_while_waited_for() -> None:
     with trio.fail_after(T):
-        async with overseer() as ovr:
-            ovr.add("db", PY, SLEEP_FOREVER, delay_start=60)
-            ovr.add("api", PY, SLEEP_FOREVER, requires=["db"])
-            async with ovr.subscribe_states() as states, trio.open_nursery() as nursery:
-                nursery.start_soon(ovr.supervise_all)
-                async for blocked in states:
-                    if blocked.waiting_for:
-                        break
-                assert ovr.status("api").waiting_for == ("db",)
-                ovr.stop("db")
-                info = await ovr.wait_for_state("api", State.FATAL)
+        async with api_waiting_for_db() as (ovr, _, blocked):
+            assert ovr.status("api").waiting_for == ("db",)
+            ovr.stop("db")
+            info = await ovr.wait_for_state("api", State.FATAL)
     assert (blocked.id, blocked.state, blocked.waiting_for) == ("api", State.INITIAL, ("db",))
     assert info.error == "requirement 'db' was stopped"
     assert ovr.status("api").waiting_for == ()
@@ -328,19 +339,12 @@ async def test_a_requirement_stopped_while_waited_for() -> None:
 
 async def test_a_dependent_stopped_while_waiting_says_it_waits_no_more() -> None:
     with trio.fail_after(T):
-        async with overseer() as ovr:
-            ovr.add("db", PY, SLEEP_FOREVER, delay_start=60)
-            ovr.add("api", PY, SLEEP_FOREVER, requires=["db"])
-            async with ovr.subscribe_states() as states, trio.open_nursery() as nursery:
-                nursery.start_soon(ovr.supervise_all)
-                async for info in states:
-                    if info.id == "api" and info.waiting_for:
-                        break
-                ovr.stop("api")
-                async for info in states:
-                    if info.id == "api":
-                        break
-                ovr.stop_all()
+        async with api_waiting_for_db() as (ovr, states, _):
+            ovr.stop("api")
+            async for info in states:
+                if info.id == "api":
+                    break
+            ovr.stop_all()
     assert (info.state, info.waiting_for, info.pid) == (State.INITIAL, (), 0)
     assert ovr.status("api").waiting_for == ()
 
